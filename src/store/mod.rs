@@ -1,0 +1,246 @@
+//! Where sessions live: the [`SessionStore`] trait, its Redis and memory implementations, and
+//! [`Store`], the wrapper the proxy uses, which bounds every operation by `store.timeout` and
+//! records its latency and errors.
+//!
+//! A store key is `key_prefix` + hex SHA-256 of the session ID (see [`crate::cookie`]). Field
+//! values are JSON text; metadata lives in `__`-prefixed fields the app never sees.
+
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use crate::config::{StoreBackend, StoreConfig};
+use crate::metrics::Metrics;
+use crate::protocol::Change;
+
+/// Metadata field: creation time, unix milliseconds.
+pub const CREATED_FIELD: &str = "__created";
+/// Metadata field: time of the last expiry refresh, unix milliseconds.
+pub const TOUCHED_FIELD: &str = "__touched";
+
+/// A session as loaded from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The app's fields (name, JSON text), without metadata.
+    pub fields: Vec<(String, String)>,
+    /// Creation time, unix milliseconds.
+    pub created_ms: u64,
+    /// Last expiry refresh, unix milliseconds.
+    pub touched_ms: u64,
+}
+
+impl SessionRecord {
+    /// Builds a record from raw hash fields, separating metadata. Missing or unreadable
+    /// metadata falls back to `now_ms` rather than discarding the session's data.
+    pub fn from_hash(pairs: Vec<(String, String)>, now_ms: u64) -> SessionRecord {
+        let mut created = None;
+        let mut touched = None;
+        let mut fields = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            if k == CREATED_FIELD {
+                created = v.parse::<u64>().ok();
+            } else if k == TOUCHED_FIELD {
+                touched = v.parse::<u64>().ok();
+            } else if !k.starts_with(crate::protocol::RESERVED_PREFIX) {
+                fields.push((k, v));
+            }
+        }
+        let created_ms = created.unwrap_or(now_ms);
+        SessionRecord {
+            fields,
+            created_ms,
+            touched_ms: touched.unwrap_or(created_ms),
+        }
+    }
+}
+
+/// A store operation failed or did not answer in time.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("store did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store answered something unexpected: {0}")]
+    BadReply(String),
+}
+
+/// The operations the proxy needs. Every implementation passes `tests/store_suite.rs`.
+///
+/// `ttl` is the expiry the session gets after the operation (the caller caps the idle timeout
+/// at the absolute limit). Keys are full store keys.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// The session, or `None` when it does not exist (or has expired).
+    async fn load(&self, key: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Creates a session with these fields (the key is fresh and random).
+    async fn create(
+        &self,
+        key: &str,
+        fields: &[(String, String)],
+        now_ms: u64,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+    /// Applies a change to an existing session and refreshes its expiry, atomically.
+    /// `Ok(false)` when the session no longer exists: nothing is written.
+    async fn update(
+        &self,
+        key: &str,
+        change: &Change,
+        now_ms: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Moves a session to `new_key` with the change applied; afterwards `old_key` is gone.
+    /// `Ok(false)` when the old session no longer exists. On error the old session is whole.
+    async fn regenerate(
+        &self,
+        old_key: &str,
+        new_key: &str,
+        change: &Change,
+        now_ms: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Deletes a session; `Ok(false)` when it did not exist.
+    async fn destroy(&self, key: &str) -> Result<bool, StoreError>;
+    /// Checks that the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Called once at shutdown (the memory store saves itself here).
+    async fn close(&self) {}
+}
+
+/// Current time in unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The store as the proxy and admin listener see it: any [`SessionStore`], every operation
+/// bounded by `store.timeout` and measured.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn SessionStore>,
+    timeout: Duration,
+    key_prefix: Arc<str>,
+    metrics: Arc<Metrics>,
+}
+
+impl Store {
+    /// Builds the configured store. Redis connections are made lazily, on the runtime of
+    /// the first operation.
+    pub fn from_config(config: &StoreConfig, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
+        let inner: Arc<dyn SessionStore> = match &config.backend {
+            StoreBackend::Memory {
+                max_sessions,
+                persist_path,
+            } => Arc::new(memory::MemoryStore::open(*max_sessions, persist_path.clone())),
+            StoreBackend::Redis { .. }
+            | StoreBackend::RedisCluster { .. }
+            | StoreBackend::RedisSentinel { .. } => redis::open(config)?,
+        };
+        Ok(Store::new(inner, config.timeout, &config.key_prefix, metrics))
+    }
+
+    pub fn new(
+        inner: Arc<dyn SessionStore>,
+        timeout: Duration,
+        key_prefix: &str,
+        metrics: Arc<Metrics>,
+    ) -> Store {
+        Store {
+            inner,
+            timeout,
+            key_prefix: key_prefix.into(),
+            metrics,
+        }
+    }
+
+    /// The store key of a session: prefix + hex SHA-256 of its ID.
+    pub fn key_for(&self, id: &crate::cookie::SessionId) -> String {
+        let digest = id.store_digest();
+        let mut key = String::with_capacity(self.key_prefix.len() + digest.len());
+        key.push_str(&self.key_prefix);
+        key.push_str(&digest);
+        key
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let start = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        };
+        self.metrics.observe_store(op, start.elapsed(), result.is_ok());
+        if let Err(e) = &result {
+            tracing::warn!(op, error = %e, "store operation failed");
+        }
+        result
+    }
+
+    pub async fn load(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.run("load", self.inner.load(key)).await
+    }
+
+    pub async fn create(
+        &self,
+        key: &str,
+        fields: &[(String, String)],
+        now_ms: u64,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.run("create", self.inner.create(key, fields, now_ms, ttl))
+            .await
+    }
+
+    pub async fn update(
+        &self,
+        key: &str,
+        change: &Change,
+        now_ms: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.run("update", self.inner.update(key, change, now_ms, ttl))
+            .await
+    }
+
+    pub async fn regenerate(
+        &self,
+        old_key: &str,
+        new_key: &str,
+        change: &Change,
+        now_ms: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.run(
+            "regenerate",
+            self.inner.regenerate(old_key, new_key, change, now_ms, ttl),
+        )
+        .await
+    }
+
+    pub async fn destroy(&self, key: &str) -> Result<bool, StoreError> {
+        self.run("destroy", self.inner.destroy(key)).await
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run("ping", self.inner.ping()).await
+    }
+
+    /// Shutdown hook of the underlying store (not time-limited: saving may take a moment).
+    pub async fn close(&self) {
+        self.inner.close().await
+    }
+}
