@@ -10,6 +10,7 @@ pub mod config;
 pub mod cookie;
 pub mod logging;
 pub mod metrics;
+pub mod probe;
 pub mod protocol;
 pub mod proxy;
 pub mod server;

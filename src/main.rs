@@ -23,10 +23,23 @@ struct Cli {
     /// Unix socket used to hand listening sockets to a new process on SIGQUIT.
     #[arg(long, default_value = "/tmp/session-sidecar-upgrade.sock")]
     upgrade_sock: PathBuf,
+    /// Health probe for container HEALTHCHECKs: GET the URL over plain HTTP (2 s timeout) and
+    /// exit 0 on a 2xx status, 1 otherwise. The configuration is not read.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["check", "upgrade"])]
+    probe: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(url) = &cli.probe {
+        return match session_sidecar::probe::check(url) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("session-sidecar: probe {url}: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(errors) => {
