@@ -80,9 +80,15 @@ impl std::error::Error for ConfigErrors {}
 struct Problems(Vec<ConfigError>);
 
 impl Problems {
+    /// Records a problem; only the first problem of each key is kept (a key whose `${VAR}`
+    /// failed to expand is not also reported as, say, too short).
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        if !path.is_empty() && self.0.iter().any(|e| e.path == path) {
+            return;
+        }
         self.0.push(ConfigError {
-            path: path.into(),
+            path,
             message: message.into(),
         });
     }
@@ -562,16 +568,20 @@ fn expand_string(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
     Ok(out)
 }
 
-/// Types one section; a type error is reported with the section's path and leaves defaults.
+/// Types one section. A key that fails (unknown, or of the wrong type) is reported with its
+/// path and removed, and the section is typed again, so one mistake does not hide the next.
 fn section<T: DeserializeOwned + Default>(
     name: &str,
     value: Option<Value>,
     problems: &mut Problems,
 ) -> Option<T> {
-    match value {
-        None | Some(Value::Null) => Some(T::default()),
-        Some(v) => match serde_path_to_error::deserialize(v) {
-            Ok(t) => Some(t),
+    let mut value = match value {
+        None | Some(Value::Null) => return Some(T::default()),
+        Some(v) => v,
+    };
+    for _ in 0..32 {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) => return Some(t),
             Err(e) => {
                 let inner = e.path().to_string();
                 let path = if inner == "." {
@@ -582,9 +592,36 @@ fn section<T: DeserializeOwned + Default>(
                     format!("{name}.{inner}")
                 };
                 problems.add(path, clean_serde_message(&e.inner().to_string()));
-                None
+                let segments: Vec<String> = e
+                    .path()
+                    .iter()
+                    .filter_map(|s| match s {
+                        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let all_map_keys = segments.len() == e.path().iter().count();
+                if segments.is_empty() || !all_map_keys || !remove_key(&mut value, &segments) {
+                    return None;
+                }
             }
-        },
+        }
+    }
+    None
+}
+
+/// Removes the value at a path of mapping keys; false when there is none.
+fn remove_key(value: &mut Value, path: &[String]) -> bool {
+    let Value::Mapping(map) = value else {
+        return false;
+    };
+    let key = Value::String(path[0].clone());
+    if path.len() == 1 {
+        return map.remove(&key).is_some();
+    }
+    match map.get_mut(&key) {
+        Some(child) => remove_key(child, &path[1..]),
+        None => false,
     }
 }
 

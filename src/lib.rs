@@ -8,6 +8,8 @@
 pub mod admin;
 pub mod config;
 pub mod cookie;
+pub mod detect;
+pub mod hostile;
 pub mod logging;
 pub mod metrics;
 pub mod probe;

@@ -231,6 +231,7 @@ impl SessionProxy {
                     .with_label_values(&[reason.label()])
                     .inc();
                 tracing::debug!(reason = reason.label(), "session cookie rejected");
+                crate::detect::cookie_rejected(crate::hostile::client_ip(session));
             }
             ctx.outcome = Outcome::Rejected;
             return Ok(());
@@ -544,6 +545,10 @@ impl ProxyHttp for SessionProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if crate::hostile::check_request(session).is_err() {
+            Self::respond_empty(session, 400, false).await?;
+            return Ok(true);
+        }
         if Self::request_header_bytes(session) > self.max_header_bytes {
             Self::respond_empty(session, 431, false).await?;
             return Ok(true);

@@ -617,6 +617,13 @@ impl Client {
         }
     }
 
+    /// A fresh connection pool with the same cookie (after the server restarted).
+    pub fn reconnect(&self) -> Client {
+        let mut c = Client::for_base(self.base.clone());
+        c.cookie = self.cookie.clone();
+        c
+    }
+
     /// GET `path` with extra headers; keeps the session cookie from `Set-Cookie`.
     pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Reply {
         self.try_get(path, headers).await.expect("request failed")

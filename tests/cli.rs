@@ -1,0 +1,118 @@
+//! SPEC §2: the command line. `--check` exits 0 on a valid file and non-zero with one line
+//! per problem naming its key; running with an invalid file fails the same way; `${VAR}`
+//! expansion names unset variables. Never a panic or a backtrace.
+
+mod common;
+
+use std::process::Command;
+
+use common::binary;
+
+fn run(args: &[&str], yaml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut cmd = Command::new(binary());
+    cmd.args(args).arg("--config").arg(&path).env_remove("SESSION_SECRET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const GOOD: &str = r#"
+listen: "127.0.0.1:8080"
+upstream: "127.0.0.1:3000"
+cookie:
+  secrets: ["${SESSION_SECRET}"]
+store:
+  kind: redis
+  url: "redis://127.0.0.1:6379/0"
+"#;
+
+#[test]
+fn check_accepts_a_valid_file() {
+    let (code, out, err) = run(&["--check"], GOOD, &[("SESSION_SECRET", "0123456789abcdef0123456789abcdef")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok"));
+}
+
+#[test]
+fn check_names_an_unset_variable() {
+    let (code, _, err) = run(&["--check"], GOOD, &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cookie.secrets[0]: environment variable SESSION_SECRET is not set"), "{err}");
+}
+
+const BAD: &str = r#"
+listen: "nowhere"
+upstream: "http://app:3000"
+threads: 0
+cookie:
+  secrets: ["short"]
+  same_site: sideways
+  bogus: 1
+session:
+  idle_timeout: 30
+store:
+  kind: memcached
+log:
+  level: loud
+"#;
+
+fn assert_every_problem_named(code: i32, err: &str) {
+    assert_ne!(code, 0);
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    for key in [
+        "listen:",
+        "upstream:",
+        "threads:",
+        "cookie.bogus:",
+        "cookie.secrets[0]:",
+        "cookie.same_site:",
+        "session.idle_timeout:",
+        "store.kind:",
+        "log.level:",
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(&format!(" {key}")) || l.contains(&format!(": {key}"))),
+            "no line names {key}:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn check_reports_every_problem_on_its_own_line() {
+    let (code, _, err) = run(&["--check"], BAD, &[]);
+    assert_every_problem_named(code, &err);
+    let (code, _, err) = run(&["--check"], &GOOD.replace("${SESSION_SECRET}", "short"), &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cookie.secrets[0]: must be at least 32 bytes"), "{err}");
+}
+
+#[test]
+fn running_with_an_invalid_file_fails_like_check() {
+    let (code, _, err) = run(&[], BAD, &[]);
+    assert_every_problem_named(code, &err);
+}
+
+#[test]
+fn garbage_and_missing_files_are_clear_errors() {
+    for yaml in ["\u{0}\u{1}", "[1, 2", "- a\n- b\n", ""] {
+        let (code, _, err) = run(&["--check"], yaml, &[]);
+        assert_ne!(code, 0, "{yaml:?}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!err.trim().is_empty());
+    }
+    let out = Command::new(binary())
+        .args(["--check", "--config", "/nonexistent/proxy.yaml"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
