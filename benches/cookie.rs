@@ -50,7 +50,8 @@ fn cookie(c: &mut Criterion) {
     group.bench_function("set_cookie_header", |b| {
         b.iter(|| codec.set_cookie(black_box(&id)))
     });
-    let header = format!("_ga=GA1.2.3456; theme=dark; __Host-session={valid}; csrf=abcdef0123456789");
+    let header =
+        format!("_ga=GA1.2.3456; theme=dark; __Host-session={valid}; csrf=abcdef0123456789");
     group.bench_function("split_cookie_header", |b| {
         b.iter(|| split_cookies("__Host-session", [black_box(header.as_bytes())]))
     });

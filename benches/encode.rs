@@ -35,15 +35,32 @@ fn encode(c: &mut Criterion) {
         let bytes = encode_session(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).len();
         group.throughput(Throughput::Bytes(bytes as u64));
         group.bench_with_input(BenchmarkId::new("canonical", n), &fields, |b, fields| {
-            b.iter(|| encode_session(black_box(fields).iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+            b.iter(|| {
+                encode_session(
+                    black_box(fields)
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                )
+            })
         });
     }
     // Ten fields written by another process with spaces and non-ASCII: the slow path.
     let foreign: Vec<(String, String)> = (0..10)
-        .map(|i| (format!("field_{i}"), format!("{{ \"name\" : \"caf\u{e9} {i}\" }}")))
+        .map(|i| {
+            (
+                format!("field_{i}"),
+                format!("{{ \"name\" : \"caf\u{e9} {i}\" }}"),
+            )
+        })
         .collect();
     group.bench_with_input(BenchmarkId::new("foreign", 10), &foreign, |b, fields| {
-        b.iter(|| encode_session(black_box(fields).iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+        b.iter(|| {
+            encode_session(
+                black_box(fields)
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+        })
     });
     group.finish();
 }

@@ -46,7 +46,11 @@ fn session_set(c: &mut Criterion) {
         b.iter(|| black_box(&change).merged(black_box(&current)))
     });
     group.bench_function("parse_and_merge_10_fields", |b| {
-        b.iter(|| parse_sets([black_box(TYPICAL)]).unwrap().merged(black_box(&current)))
+        b.iter(|| {
+            parse_sets([black_box(TYPICAL)])
+                .unwrap()
+                .merged(black_box(&current))
+        })
     });
     group.finish();
 }

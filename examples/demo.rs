@@ -80,7 +80,8 @@ fn main() -> ExitCode {
 
     let options = RunOptions {
         upgrade: false,
-        upgrade_sock: std::env::temp_dir().join(format!("session-sidecar-demo-{}.sock", std::process::id())),
+        upgrade_sock: std::env::temp_dir()
+            .join(format!("session-sidecar-demo-{}.sock", std::process::id())),
     };
     match server::run(config, options) {
         Ok(()) => ExitCode::SUCCESS,

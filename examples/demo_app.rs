@@ -95,7 +95,11 @@ impl Response {
     }
 
     fn redirect_home() -> Response {
-        let mut r = Response::new("303 See Other", "text/plain; charset=utf-8", "see /\n".into());
+        let mut r = Response::new(
+            "303 See Other",
+            "text/plain; charset=utf-8",
+            "see /\n".into(),
+        );
         r.headers.push(("Location", "/".into()));
         r
     }
@@ -203,7 +207,11 @@ fn invalid(message: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.to_string())
 }
 
-fn write_response(writer: &mut impl Write, response: &Response, keep_alive: bool) -> io::Result<()> {
+fn write_response(
+    writer: &mut impl Write,
+    response: &Response,
+    keep_alive: bool,
+) -> io::Result<()> {
     let mut out = format!(
         "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {}\r\n",
         response.status,
@@ -226,7 +234,11 @@ fn write_response(writer: &mut impl Write, response: &Response, keep_alive: bool
 /// The session the sidecar sent: a JSON object, or empty when the header is missing or
 /// not an object (e.g. the app was called directly, without the sidecar).
 fn session_of(request: &Request) -> Map<String, Value> {
-    match request.session.as_deref().map(serde_json::from_str::<Value>) {
+    match request
+        .session
+        .as_deref()
+        .map(serde_json::from_str::<Value>)
+    {
         Some(Ok(Value::Object(map))) => map,
         _ => Map::new(),
     }
@@ -236,7 +248,9 @@ fn route(request: &Request) -> Response {
     match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/") => home(request),
         ("POST", "/login") => login(request),
-        ("POST", "/logout") => Response::redirect_home().header("X-Session-Action", "destroy".into()),
+        ("POST", "/logout") => {
+            Response::redirect_home().header("X-Session-Action", "destroy".into())
+        }
         ("GET", "/api/session") => {
             let body = request.session.clone().unwrap_or_else(|| "{}".into());
             Response::new("200 OK", "application/json", body + "\n")
@@ -246,7 +260,11 @@ fn route(request: &Request) -> Response {
             "text/plain; charset=utf-8",
             "method not allowed\n".into(),
         ),
-        _ => Response::new("404 Not Found", "text/plain; charset=utf-8", "not found\n".into()),
+        _ => Response::new(
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "not found\n".into(),
+        ),
     }
 }
 
@@ -254,7 +272,10 @@ fn home(request: &Request) -> Response {
     let session = session_of(request);
     let visits = session.get("visits").and_then(Value::as_u64).unwrap_or(0) + 1;
     let user = session.get("user").and_then(Value::as_str);
-    let raw = request.session.as_deref().unwrap_or("(no X-Session header: call me through the sidecar)");
+    let raw = request
+        .session
+        .as_deref()
+        .unwrap_or("(no X-Session header: call me through the sidecar)");
 
     let who = match user {
         Some(name) => format!(
@@ -283,7 +304,8 @@ fn home(request: &Request) -> Response {
         raw = escape_html(raw),
     );
     let set = serde_json::json!({ "visits": visits });
-    Response::new("200 OK", "text/html; charset=utf-8", body).header("X-Session-Set", ascii_json(&set))
+    Response::new("200 OK", "text/html; charset=utf-8", body)
+        .header("X-Session-Set", ascii_json(&set))
 }
 
 fn login(request: &Request) -> Response {

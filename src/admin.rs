@@ -1,32 +1,111 @@
 //! The admin listener: `/healthz` (the process serves), `/readyz` (the store answers within
-//! `store.timeout`) and `/metrics` (Prometheus text). Never served on the client listener.
+//! `store.timeout`), `/metrics` (Prometheus text) and, with `admin.token`, the session API
+//! `GET|DELETE /sessions?user=ID` behind `Authorization: Bearer <token>`. Never served on the
+//! client listener. The session API shows metadata only: no IDs, no keys, no field values.
 
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::protocol::to_ascii_json;
+use crate::store::{SessionRecord, Store};
+
+/// What the admin session API needs beyond the store.
+#[derive(Clone)]
+pub struct SessionApi {
+    /// SHA-256 of the bearer token; compared in constant time.
+    token_digest: [u8; 32],
+    user_field: Option<String>,
+    idle: Duration,
+    absolute: Duration,
+}
+
+impl SessionApi {
+    pub fn new(
+        token: &str,
+        user_field: Option<String>,
+        idle: Duration,
+        absolute: Duration,
+    ) -> SessionApi {
+        SessionApi {
+            token_digest: Sha256::digest(token.as_bytes()).into(),
+            user_field,
+            idle,
+            absolute,
+        }
+    }
+
+    /// Constant-time check of an `Authorization` header value.
+    fn authorized(&self, header: Option<&[u8]>) -> bool {
+        let Some(presented) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        digest
+            .iter()
+            .zip(self.token_digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
 
 pub struct AdminApp {
     store: Store,
     metrics: Arc<Metrics>,
+    sessions: Option<SessionApi>,
+}
+
+type Answer = (&'static str, StatusCode, &'static str, Vec<u8>);
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+fn json_answer(status: StatusCode, body: Value) -> Answer {
+    ("sessions", status, JSON, format!("{body}\n").into_bytes())
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// The user field values an admin's `user=ID` may mean: the string, and the JSON scalar
+/// it spells (so `user=42` finds sessions whose user field is `42` or `"42"`).
+fn user_candidates(id: &str) -> Vec<String> {
+    let mut out = vec![to_ascii_json(&Value::String(id.to_string()))];
+    if let Ok(v @ (Value::Number(_) | Value::Bool(_))) = serde_json::from_str::<Value>(id) {
+        out.push(to_ascii_json(&v));
+    }
+    out
 }
 
 impl AdminApp {
-    pub fn new(store: Store, metrics: Arc<Metrics>) -> AdminApp {
-        AdminApp { store, metrics }
+    pub fn new(store: Store, metrics: Arc<Metrics>, sessions: Option<SessionApi>) -> AdminApp {
+        AdminApp {
+            store,
+            metrics,
+            sessions,
+        }
     }
 
-    async fn route(&self, method: &http::Method, path: &str) -> (&'static str, StatusCode, &'static str, Vec<u8>) {
-        const TEXT: &str = "text/plain; charset=utf-8";
+    async fn route(&self, session: &ServerSession) -> Answer {
+        let req = session.req_header();
+        let method = &req.method;
+        let path = req.uri.path();
+        let read_only = method == Method::GET || method == Method::HEAD;
         match path {
-            "/healthz" | "/readyz" | "/metrics" if method != http::Method::GET && method != http::Method::HEAD => {
-                ("other", StatusCode::METHOD_NOT_ALLOWED, TEXT, b"method not allowed\n".to_vec())
-            }
+            "/healthz" | "/readyz" | "/metrics" if !read_only => (
+                "other",
+                StatusCode::METHOD_NOT_ALLOWED,
+                TEXT,
+                b"method not allowed\n".to_vec(),
+            ),
             "/healthz" => ("healthz", StatusCode::OK, TEXT, b"ok\n".to_vec()),
             "/readyz" => match self.store.ping().await {
                 Ok(()) => ("readyz", StatusCode::OK, TEXT, b"ready\n".to_vec()),
@@ -43,27 +122,179 @@ impl AdminApp {
                 "text/plain; version=0.0.4; charset=utf-8",
                 self.metrics.render(),
             ),
-            _ => ("other", StatusCode::NOT_FOUND, TEXT, b"not found\n".to_vec()),
+            "/sessions" => match &self.sessions {
+                None => (
+                    "other",
+                    StatusCode::NOT_FOUND,
+                    TEXT,
+                    b"not found\n".to_vec(),
+                ),
+                Some(api) => {
+                    let auth = req
+                        .headers
+                        .get(http::header::AUTHORIZATION)
+                        .map(|v| v.as_bytes());
+                    if !api.authorized(auth) {
+                        return json_answer(
+                            StatusCode::UNAUTHORIZED,
+                            json!({"error": "missing or wrong bearer token"}),
+                        );
+                    }
+                    let user = req.uri.query().and_then(|q| {
+                        form_urlencoded::parse(q.as_bytes())
+                            .find(|(k, _)| k == "user")
+                            .map(|(_, v)| v.into_owned())
+                    });
+                    self.sessions_api(api, method, user).await
+                }
+            },
+            _ => (
+                "other",
+                StatusCode::NOT_FOUND,
+                TEXT,
+                b"not found\n".to_vec(),
+            ),
         }
+    }
+
+    async fn sessions_api(
+        &self,
+        api: &SessionApi,
+        method: &Method,
+        user: Option<String>,
+    ) -> Answer {
+        let Some(field) = api.user_field.as_deref() else {
+            return json_answer(
+                StatusCode::CONFLICT,
+                json!({"error": "session.user_field is not configured, so sessions are not indexed by user"}),
+            );
+        };
+        let user = match user {
+            Some(u) if !u.is_empty() => u,
+            _ => {
+                return json_answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "give the user: /sessions?user=ID (no mass logout)"}),
+                )
+            }
+        };
+        if method != Method::GET && method != Method::DELETE {
+            return json_answer(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "use GET or DELETE"}),
+            );
+        }
+        let mut found: Vec<(String, String, SessionRecord)> = Vec::new();
+        for candidate in user_candidates(&user) {
+            match self.store.user_sessions(field, &candidate).await {
+                Ok(list) => found.extend(list.into_iter().map(|(k, r)| (candidate.clone(), k, r))),
+                Err(e) => {
+                    return json_answer(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"error": format!("store: {e}")}),
+                    )
+                }
+            }
+        }
+        if method == Method::GET {
+            found.sort_by_key(|(_, _, r)| r.created_ms);
+            let sessions: Vec<Value> = found
+                .iter()
+                .map(|(_, _, r)| {
+                    let idle_end = r.touched_ms + api.idle.as_millis() as u64;
+                    let hard_end = r.created_ms + api.absolute.as_millis() as u64;
+                    json!({
+                        "created": rfc3339(r.created_ms),
+                        "last_seen": rfc3339(r.touched_ms),
+                        "expires": rfc3339(idle_end.min(hard_end)),
+                    })
+                })
+                .collect();
+            return json_answer(
+                StatusCode::OK,
+                json!({"user": user, "count": sessions.len(), "sessions": sessions}),
+            );
+        }
+        let mut destroyed = 0;
+        for candidate in user_candidates(&user) {
+            let keys: Vec<String> = found
+                .iter()
+                .filter(|(c, _, _)| *c == candidate)
+                .map(|(_, k, _)| k.clone())
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            match self.store.destroy_many(&candidate, &keys).await {
+                Ok(n) => destroyed += n,
+                Err(e) => {
+                    return json_answer(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"error": format!("store: {e}"), "destroyed": destroyed}),
+                    )
+                }
+            }
+        }
+        self.metrics
+            .sessions_destroyed
+            .with_label_values(&["admin"])
+            .inc_by(destroyed as u64);
+        tracing::info!(
+            sessions = destroyed,
+            "admin API destroyed every session of a user"
+        );
+        json_answer(
+            StatusCode::OK,
+            json!({"user": user, "destroyed": destroyed}),
+        )
     }
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let method = session.req_header().method.clone();
-        let path = session.req_header().uri.path().to_string();
-        let (endpoint, status, content_type, body) = self.route(&method, &path).await;
+        let (endpoint, status, content_type, body) = self.route(session).await;
         self.metrics
             .admin_requests
             .with_label_values(&[endpoint, status.as_str()])
             .inc();
-        Response::builder()
+        let mut builder = Response::builder()
             .status(status)
             .header(http::header::CONTENT_TYPE, content_type)
             .header(http::header::CONTENT_LENGTH, body.len())
-            .header(http::header::CACHE_CONTROL, "no-store")
-            .body(body)
-            .expect("static response parts are valid")
+            .header(http::header::CACHE_CONTROL, "no-store");
+        if status == StatusCode::UNAUTHORIZED {
+            builder = builder.header(http::header::WWW_AUTHENTICATE, "Bearer");
+        }
+        builder.body(body).expect("static response parts are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let api = SessionApi::new(
+            "the-admin-token-123",
+            None,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        assert!(api.authorized(Some(b"Bearer the-admin-token-123")));
+        assert!(!api.authorized(Some(b"Bearer the-admin-token-12")));
+        assert!(!api.authorized(Some(b"bearer the-admin-token-123")));
+        assert!(!api.authorized(Some(b"the-admin-token-123")));
+        assert!(!api.authorized(None));
+    }
+
+    #[test]
+    fn numeric_ids_match_numbers_and_strings() {
+        assert_eq!(
+            user_candidates("42"),
+            vec!["\"42\"".to_string(), "42".to_string()]
+        );
+        assert_eq!(user_candidates("alice"), vec!["\"alice\"".to_string()]);
     }
 }

@@ -160,7 +160,10 @@ impl fmt::Debug for CookieConfig {
             .field("path", &self.path)
             .field("domain", &self.domain)
             .field("max_age", &self.max_age)
-            .field("secrets", &format_args!("[{} redacted]", self.secrets.len()))
+            .field(
+                "secrets",
+                &format_args!("[{} redacted]", self.secrets.len()),
+            )
             .finish()
     }
 }
@@ -508,14 +511,10 @@ fn expand_env(
     problems: &mut Problems,
 ) {
     match value {
-        Value::String(s) => {
-            if s.contains("${") {
-                match expand_string(s, env) {
-                    Ok(expanded) => *s = expanded,
-                    Err(message) => problems.add(path, message),
-                }
-            }
-        }
+        Value::String(s) if s.contains("${") => match expand_string(s, env) {
+            Ok(expanded) => *s = expanded,
+            Err(message) => problems.add(path, message),
+        },
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 expand_env(item, format!("{path}[{i}]"), env, problems);
@@ -551,9 +550,7 @@ fn expand_string(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
             .ok_or_else(|| "unterminated `${` (write ${NAME})".to_string())?;
         let name = &after[..end];
         let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
             return Err(format!("`${{{name}}}` is not a valid variable reference"));
@@ -625,7 +622,11 @@ fn remove_key(value: &mut Value, path: &[String]) -> bool {
     }
 }
 
-fn scalar<T: DeserializeOwned>(name: &str, value: Option<Value>, problems: &mut Problems) -> Option<T> {
+fn scalar<T: DeserializeOwned>(
+    name: &str,
+    value: Option<Value>,
+    problems: &mut Problems,
+) -> Option<T> {
     let v = value?;
     if v.is_null() {
         return None;
@@ -658,11 +659,16 @@ fn host_port(path: &str, text: &str, problems: &mut Problems) -> bool {
         return false;
     }
     let ok = match text.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port.parse::<u16>().map(|p| p > 0).unwrap_or(false),
+        Some((host, port)) => {
+            !host.is_empty() && port.parse::<u16>().map(|p| p > 0).unwrap_or(false)
+        }
         None => false,
     };
     if !ok {
-        problems.add(path, format!("`{text}` is not host:port, e.g. 127.0.0.1:3000"));
+        problems.add(
+            path,
+            format!("`{text}` is not host:port, e.g. 127.0.0.1:3000"),
+        );
     }
     ok
 }
@@ -671,7 +677,10 @@ fn secret(path: &str, text: &str, problems: &mut Problems) -> Vec<u8> {
     if text.len() < MIN_SECRET_BYTES {
         problems.add(
             path,
-            format!("must be at least {MIN_SECRET_BYTES} bytes (got {})", text.len()),
+            format!(
+                "must be at least {MIN_SECRET_BYTES} bytes (got {})",
+                text.len()
+            ),
         );
     }
     text.as_bytes().to_vec()
@@ -693,12 +702,14 @@ fn validate(top: FileTop, p: &mut Problems) -> Option<Config> {
         }
         None => p.add("upstream", "is required, e.g. \"127.0.0.1:3000\""),
     }
-    let upstream_connect_timeout = scalar::<DurationTextValue>("upstream_connect_timeout", top.upstream_connect_timeout, p)
-        .map(|d| d.0)
-        .unwrap_or(DEFAULT_UPSTREAM_CONNECT_TIMEOUT);
-    let upstream_read_timeout = scalar::<DurationTextValue>("upstream_read_timeout", top.upstream_read_timeout, p)
-        .map(|d| d.0)
-        .unwrap_or(DEFAULT_UPSTREAM_READ_TIMEOUT);
+    let upstream_connect_timeout =
+        scalar::<DurationTextValue>("upstream_connect_timeout", top.upstream_connect_timeout, p)
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_UPSTREAM_CONNECT_TIMEOUT);
+    let upstream_read_timeout =
+        scalar::<DurationTextValue>("upstream_read_timeout", top.upstream_read_timeout, p)
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_UPSTREAM_READ_TIMEOUT);
     let admin_text: Option<String> = scalar("admin_listen", top.admin_listen, p);
     let admin_listen = admin_text.and_then(|t| socket_addr("admin_listen", &t, p));
     if let (Some(a), Some(l)) = (admin_listen, listen) {
@@ -724,7 +735,8 @@ fn validate(top: FileTop, p: &mut Problems) -> Option<Config> {
     let cookie = validate_cookie(section("cookie", top.cookie, p), p);
     let session = validate_session(section("session", top.session, p), p);
     let store = validate_store(section("store", top.store, p), p);
-    let on_store_error = match scalar::<String>("on_store_error", top.on_store_error, p).as_deref() {
+    let on_store_error = match scalar::<String>("on_store_error", top.on_store_error, p).as_deref()
+    {
         None | Some("fail_closed") => StoreErrorPolicy::FailClosed,
         Some("fail_open") => StoreErrorPolicy::FailOpen,
         Some(other) => {
@@ -752,7 +764,10 @@ fn validate(top: FileTop, p: &mut Problems) -> Option<Config> {
         AdminConfig { token: a.token }
     });
     if admin.as_ref().is_some_and(|a| a.token.is_some()) && admin_listen.is_none() {
-        p.add("admin.token", "is set but admin_listen is not, so the admin API has nowhere to listen");
+        p.add(
+            "admin.token",
+            "is set but admin_listen is not, so the admin API has nowhere to listen",
+        );
     }
     if let (Some(c), Some(s)) = (&cookie, &session) {
         if let Some(max_age) = c.max_age {
@@ -800,7 +815,10 @@ fn validate_cookie(c: Option<FileCookie>, p: &mut Problems) -> Option<CookieConf
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !valid_name {
-        p.add("cookie.name", format!("`{name}` is not a valid cookie name"));
+        p.add(
+            "cookie.name",
+            format!("`{name}` is not a valid cookie name"),
+        );
     }
     let secure = c.secure.unwrap_or(true);
     let http_only = c.http_only.unwrap_or(true);
@@ -821,10 +839,16 @@ fn validate_cookie(c: Option<FileCookie>, p: &mut Problems) -> Option<CookieConf
     }
     let path = c.path.unwrap_or_else(|| "/".to_string());
     if !path.starts_with('/') || path.bytes().any(|b| b == b';' || b.is_ascii_control()) {
-        p.add("cookie.path", format!("`{path}` must start with / and contain no `;`"));
+        p.add(
+            "cookie.path",
+            format!("`{path}` must start with / and contain no `;`"),
+        );
     }
     if let Some(d) = &c.domain {
-        if d.is_empty() || d.bytes().any(|b| b == b';' || b.is_ascii_whitespace() || b.is_ascii_control()) {
+        if d.is_empty()
+            || d.bytes()
+                .any(|b| b == b';' || b.is_ascii_whitespace() || b.is_ascii_control())
+        {
             p.add("cookie.domain", format!("`{d}` is not a valid domain"));
         }
     }
@@ -848,7 +872,10 @@ fn validate_cookie(c: Option<FileCookie>, p: &mut Problems) -> Option<CookieConf
     }
     let secrets = match c.secrets {
         None => {
-            p.add("cookie.secrets", "is required: at least one secret of 32 bytes or more");
+            p.add(
+                "cookie.secrets",
+                "is required: at least one secret of 32 bytes or more",
+            );
             Vec::new()
         }
         Some(list) if list.is_empty() => {
@@ -895,14 +922,20 @@ fn validate_session(s: Option<FileSession>, p: &mut Problems) -> Option<SessionC
     let header_secret = match (s.sign_header.unwrap_or(false), s.header_secret) {
         (true, Some(secret_text)) => Some(secret("session.header_secret", &secret_text, p)),
         (true, None) => {
-            p.add("session.header_secret", "is required when session.sign_header is true");
+            p.add(
+                "session.header_secret",
+                "is required when session.sign_header is true",
+            );
             None
         }
         (false, _) => None,
     };
     if let Some(f) = &s.user_field {
         if f.is_empty() || f.starts_with("__") {
-            p.add("session.user_field", "must be a non-empty field name not starting with __");
+            p.add(
+                "session.user_field",
+                "must be a non-empty field name not starting with __",
+            );
         }
     }
     Some(SessionConfig {
@@ -919,9 +952,10 @@ fn redis_url(path: &str, url: &str, p: &mut Problems) {
         p.add(path, "must start with redis:// or rediss://");
         return;
     }
-    if let Err(e) = redis::parse_redis_url(url).ok_or(()).and_then(|u| {
-        redis::IntoConnectionInfo::into_connection_info(u.as_str()).map_err(|_| ())
-    }) {
+    if let Err(e) = redis::parse_redis_url(url)
+        .ok_or(())
+        .and_then(|u| redis::IntoConnectionInfo::into_connection_info(u.as_str()).map_err(|_| ()))
+    {
         let _: () = e;
         p.add(path, "is not a valid Redis URL");
     }
@@ -930,27 +964,64 @@ fn redis_url(path: &str, url: &str, p: &mut Problems) {
 fn validate_store(s: Option<FileStore>, p: &mut Problems) -> Option<StoreConfig> {
     let s = s?;
     let kind = s.kind.clone().unwrap_or_else(|| "memory".to_string());
-    let key_prefix = s.key_prefix.clone().unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_string());
+    let key_prefix = s
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_string());
     if key_prefix.contains(['{', '}']) {
-        p.add("store.key_prefix", "must not contain `{` or `}` (the sidecar sets Redis Cluster hash tags itself)");
+        p.add(
+            "store.key_prefix",
+            "must not contain `{` or `}` (the sidecar sets Redis Cluster hash tags itself)",
+        );
     }
-    let timeout = s.timeout.as_ref().map(|d| d.0).unwrap_or(DEFAULT_STORE_TIMEOUT);
+    let timeout = s
+        .timeout
+        .as_ref()
+        .map(|d| d.0)
+        .unwrap_or(DEFAULT_STORE_TIMEOUT);
     if timeout < Duration::from_millis(1) {
         p.add("store.timeout", "must be at least 1ms");
     }
     let mut only = |key: &str, present: bool, kinds: &str| {
         if present {
-            p.add(format!("store.{key}"), format!("is only valid with kind {kinds}"));
+            p.add(
+                format!("store.{key}"),
+                format!("is only valid with kind {kinds}"),
+            );
         }
     };
     let redis_kinds = matches!(kind.as_str(), "redis" | "redis-cluster" | "redis-sentinel");
     only("url", s.url.is_some() && kind != "redis", "redis");
-    only("nodes", s.nodes.is_some() && kind != "redis-cluster", "redis-cluster");
-    only("sentinels", s.sentinels.is_some() && kind != "redis-sentinel", "redis-sentinel");
-    only("master_name", s.master_name.is_some() && kind != "redis-sentinel", "redis-sentinel");
-    only("db", s.db.is_some() && kind != "redis-sentinel", "redis-sentinel");
-    only("sentinel_username", s.sentinel_username.is_some() && kind != "redis-sentinel", "redis-sentinel");
-    only("sentinel_password", s.sentinel_password.is_some() && kind != "redis-sentinel", "redis-sentinel");
+    only(
+        "nodes",
+        s.nodes.is_some() && kind != "redis-cluster",
+        "redis-cluster",
+    );
+    only(
+        "sentinels",
+        s.sentinels.is_some() && kind != "redis-sentinel",
+        "redis-sentinel",
+    );
+    only(
+        "master_name",
+        s.master_name.is_some() && kind != "redis-sentinel",
+        "redis-sentinel",
+    );
+    only(
+        "db",
+        s.db.is_some() && kind != "redis-sentinel",
+        "redis-sentinel",
+    );
+    only(
+        "sentinel_username",
+        s.sentinel_username.is_some() && kind != "redis-sentinel",
+        "redis-sentinel",
+    );
+    only(
+        "sentinel_password",
+        s.sentinel_password.is_some() && kind != "redis-sentinel",
+        "redis-sentinel",
+    );
     only(
         "username",
         s.username.is_some() && !matches!(kind.as_str(), "redis-cluster" | "redis-sentinel"),
@@ -961,9 +1032,21 @@ fn validate_store(s: Option<FileStore>, p: &mut Problems) -> Option<StoreConfig>
         s.password.is_some() && !matches!(kind.as_str(), "redis-cluster" | "redis-sentinel"),
         "redis-cluster or redis-sentinel (for kind redis, put user:password@ in the url)",
     );
-    only("ca_file", s.ca_file.is_some() && !redis_kinds, "redis, redis-cluster or redis-sentinel");
-    only("max_sessions", s.max_sessions.is_some() && kind != "memory", "memory");
-    only("persist_path", s.persist_path.is_some() && kind != "memory", "memory");
+    only(
+        "ca_file",
+        s.ca_file.is_some() && !redis_kinds,
+        "redis, redis-cluster or redis-sentinel",
+    );
+    only(
+        "max_sessions",
+        s.max_sessions.is_some() && kind != "memory",
+        "memory",
+    );
+    only(
+        "persist_path",
+        s.persist_path.is_some() && kind != "memory",
+        "memory",
+    );
 
     let ca_file = s.ca_file.as_ref().map(PathBuf::from);
     let auth = RedisAuth {
@@ -979,7 +1062,10 @@ fn validate_store(s: Option<FileStore>, p: &mut Problems) -> Option<StoreConfig>
                     u.clone()
                 }
                 None => {
-                    p.add("store.url", "is required for kind redis, e.g. redis://127.0.0.1:6379/0");
+                    p.add(
+                        "store.url",
+                        "is required for kind redis, e.g. redis://127.0.0.1:6379/0",
+                    );
                     String::new()
                 }
             };
@@ -988,7 +1074,10 @@ fn validate_store(s: Option<FileStore>, p: &mut Problems) -> Option<StoreConfig>
         "redis-cluster" => {
             let nodes = s.nodes.clone().unwrap_or_default();
             if nodes.is_empty() {
-                p.add("store.nodes", "is required for kind redis-cluster: at least one seed node");
+                p.add(
+                    "store.nodes",
+                    "is required for kind redis-cluster: at least one seed node",
+                );
             }
             for (i, n) in nodes.iter().enumerate() {
                 redis_url(&format!("store.nodes[{i}]"), n, p);
@@ -998,7 +1087,10 @@ fn validate_store(s: Option<FileStore>, p: &mut Problems) -> Option<StoreConfig>
         "redis-sentinel" => {
             let sentinels = s.sentinels.clone().unwrap_or_default();
             if sentinels.is_empty() {
-                p.add("store.sentinels", "is required for kind redis-sentinel: at least one sentinel");
+                p.add(
+                    "store.sentinels",
+                    "is required for kind redis-sentinel: at least one sentinel",
+                );
             }
             for (i, n) in sentinels.iter().enumerate() {
                 redis_url(&format!("store.sentinels[{i}]"), n, p);
@@ -1053,7 +1145,10 @@ fn validate_log(l: Option<FileLog>, p: &mut Problems) -> Option<LogConfig> {
         Some("warn") => tracing::Level::WARN,
         Some("debug") => tracing::Level::DEBUG,
         Some(other) => {
-            p.add("log.level", format!("`{other}` is not one of error, warn, info, debug"));
+            p.add(
+                "log.level",
+                format!("`{other}` is not one of error, warn, info, debug"),
+            );
             tracing::Level::INFO
         }
     };
@@ -1107,7 +1202,13 @@ mod tests {
         assert_eq!(c.session.max_bytes, 4096);
         assert_eq!(c.store.timeout, Duration::from_millis(500));
         assert_eq!(c.store.key_prefix, "session:");
-        assert!(matches!(c.store.backend, StoreBackend::Memory { max_sessions: 100_000, .. }));
+        assert!(matches!(
+            c.store.backend,
+            StoreBackend::Memory {
+                max_sessions: 100_000,
+                ..
+            }
+        ));
         assert_eq!(c.on_store_error, StoreErrorPolicy::FailClosed);
         assert_eq!(c.limits.max_header_bytes, 16384);
         assert!(c.admin_listen.is_none());
@@ -1117,13 +1218,19 @@ mod tests {
     fn env_variables_are_expanded_and_unset_ones_named() {
         let text = "listen: \"127.0.0.1:8080\"\nupstream: \"127.0.0.1:3000\"\ncookie:\n  secrets: [\"${SESSION_SECRET}\", \"${MISSING_ONE}\"]\n";
         let errs = errors(text);
-        assert_eq!(errs, vec!["cookie.secrets[1]: environment variable MISSING_ONE is not set"]);
+        assert_eq!(
+            errs,
+            vec!["cookie.secrets[1]: environment variable MISSING_ONE is not set"]
+        );
     }
 
     #[test]
     fn short_secret_is_named_with_its_index() {
         let text = format!("listen: \"127.0.0.1:8080\"\nupstream: \"127.0.0.1:3000\"\ncookie:\n  secrets: [\"{SECRET}\", \"short\"]\n");
-        assert_eq!(errors(&text), vec!["cookie.secrets[1]: must be at least 32 bytes (got 5)"]);
+        assert_eq!(
+            errors(&text),
+            vec!["cookie.secrets[1]: must be at least 32 bytes (got 5)"]
+        );
     }
 
     #[test]
@@ -1141,30 +1248,61 @@ mod tests {
     fn every_problem_is_reported_not_just_the_first() {
         let text = "listen: nowhere\ncookie:\n  same_site: sideways\nstore:\n  kind: redis\nlog:\n  level: loud\n";
         let errs = errors(text);
-        for key in ["listen:", "upstream:", "cookie.same_site:", "cookie.secrets:", "store.url:", "log.level:"] {
-            assert!(errs.iter().any(|e| e.starts_with(key)), "missing {key} in {errs:?}");
+        for key in [
+            "listen:",
+            "upstream:",
+            "cookie.same_site:",
+            "cookie.secrets:",
+            "store.url:",
+            "log.level:",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(key)),
+                "missing {key} in {errs:?}"
+            );
         }
     }
 
     #[test]
     fn host_prefix_rules() {
-        let text = format!("{}  secure: false\n  domain: example.com\n  path: /app\n", minimal());
+        let text = format!(
+            "{}  secure: false\n  domain: example.com\n  path: /app\n",
+            minimal()
+        );
         let errs = errors(&text);
-        assert!(errs.iter().any(|e| e.starts_with("cookie.secure:")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("cookie.domain:")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("cookie.path:")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with("cookie.secure:")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with("cookie.domain:")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with("cookie.path:")),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn same_site_none_requires_secure() {
-        let text = format!("{}  name: sid\n  secure: false\n  same_site: none\n", minimal());
-        assert_eq!(errors(&text), vec!["cookie.same_site: none requires cookie.secure: true"]);
+        let text = format!(
+            "{}  name: sid\n  secure: false\n  same_site: none\n",
+            minimal()
+        );
+        assert_eq!(
+            errors(&text),
+            vec!["cookie.same_site: none requires cookie.secure: true"]
+        );
     }
 
     #[test]
     fn durations_accept_units_and_reject_bare_numbers() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
         assert!(parse_duration("30").is_err());
         assert!(parse_duration("soon").is_err());
         let text = format!("{}session:\n  idle_timeout: 30\n", minimal());
@@ -1175,9 +1313,15 @@ mod tests {
     #[test]
     fn store_keys_of_other_kinds_are_rejected() {
         let text = format!("{}store:\n  kind: memory\n  url: redis://x\n", minimal());
-        assert_eq!(errors(&text), vec!["store.url: is only valid with kind redis"]);
+        assert_eq!(
+            errors(&text),
+            vec!["store.url: is only valid with kind redis"]
+        );
         let text = format!("{}store:\n  kind: redis\n  url: http://x\n", minimal());
-        assert_eq!(errors(&text), vec!["store.url: must start with redis:// or rediss://"]);
+        assert_eq!(
+            errors(&text),
+            vec!["store.url: must start with redis:// or rediss://"]
+        );
     }
 
     #[test]

@@ -143,7 +143,9 @@ impl CookieCodec {
         let mut canonical_tag = [0u8; ENCODED_SIGNATURE_LEN];
         let _ = URL_SAFE_NO_PAD.encode_slice(id, &mut canonical);
         let _ = URL_SAFE_NO_PAD.encode_slice(tag, &mut canonical_tag);
-        if canonical[..] != value[..ENCODED_ID_LEN] || canonical_tag[..] != value[ENCODED_ID_LEN + 1..] {
+        if canonical[..] != value[..ENCODED_ID_LEN]
+            || canonical_tag[..] != value[ENCODED_ID_LEN + 1..]
+        {
             return Err(CookieRejection::Malformed);
         }
         let mut valid = false;
@@ -159,7 +161,10 @@ impl CookieCodec {
 
     /// `Set-Cookie` value that gives the client this session.
     pub fn set_cookie(&self, id: &SessionId) -> String {
-        self.build(self.sign(id), self.config.max_age.map(|d| d.as_secs() as i64))
+        self.build(
+            self.sign(id),
+            self.config.max_age.map(|d| d.as_secs() as i64),
+        )
     }
 
     /// `Set-Cookie` value that makes the client drop the session cookie.
@@ -244,8 +249,14 @@ pub fn split_cookies<'a>(name: &str, headers: impl IntoIterator<Item = &'a [u8]>
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
     &bytes[start..end]
 }
 
@@ -302,7 +313,10 @@ mod tests {
             tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
             assert!(codec.verify(&tampered).is_err(), "accepted a change at {i}");
         }
-        assert_eq!(codec.verify(&value[..value.len() - 1]), Err(CookieRejection::Malformed));
+        assert_eq!(
+            codec.verify(&value[..value.len() - 1]),
+            Err(CookieRejection::Malformed)
+        );
         assert_eq!(codec.verify(b""), Err(CookieRejection::Malformed));
     }
 
@@ -314,7 +328,10 @@ mod tests {
         let id = SessionId::generate();
         let old_value = old.sign(&id);
         assert_eq!(rotated.verify(old_value.as_bytes()), Ok(id.clone()));
-        assert_eq!(only_new.verify(old_value.as_bytes()), Err(CookieRejection::BadSignature));
+        assert_eq!(
+            only_new.verify(old_value.as_bytes()),
+            Err(CookieRejection::BadSignature)
+        );
         assert_eq!(only_new.verify(rotated.sign(&id).as_bytes()), Ok(id));
     }
 
@@ -324,16 +341,32 @@ mod tests {
         c.max_age = Some(Duration::from_secs(3600));
         let codec = CookieCodec::new(&c);
         let header = codec.set_cookie(&SessionId::generate());
-        for attr in ["__Host-session=", "HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=3600"] {
+        for attr in [
+            "__Host-session=",
+            "HttpOnly",
+            "Secure",
+            "SameSite=Lax",
+            "Path=/",
+            "Max-Age=3600",
+        ] {
             assert!(header.contains(attr), "{header}");
         }
         let expire = codec.expire_cookie();
-        assert!(expire.starts_with("__Host-session=;") && expire.contains("Max-Age=0"), "{expire}");
+        assert!(
+            expire.starts_with("__Host-session=;") && expire.contains("Max-Age=0"),
+            "{expire}"
+        );
     }
 
     #[test]
     fn split_keeps_other_cookies_unchanged() {
-        let split = split_cookies("sid", [b"a=1; sid=xyz;b=\xff2".as_slice(), b"sid=\"q\"; c=3".as_slice()]);
+        let split = split_cookies(
+            "sid",
+            [
+                b"a=1; sid=xyz;b=\xff2".as_slice(),
+                b"sid=\"q\"; c=3".as_slice(),
+            ],
+        );
         assert!(split.found);
         assert_eq!(split.candidates, vec![b"xyz".to_vec(), b"q".to_vec()]);
         assert_eq!(split.rest.unwrap(), b"a=1; b=\xff2; c=3".to_vec());

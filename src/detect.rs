@@ -175,7 +175,11 @@ mod tests {
         let w = t.record(ip("2001:db8:1:2:aaaa::1"), now).unwrap();
         assert_eq!(w.client, "2001:db8:1:2::/64");
         assert_eq!(t.record(ip("2001:db8:1:2:bbbb::9"), now), None, "same /64");
-        assert_eq!(t.record(ip("::ffff:192.0.2.1"), now), None, "mapped IPv4 is the IPv4");
+        assert_eq!(
+            t.record(ip("::ffff:192.0.2.1"), now),
+            None,
+            "mapped IPv4 is the IPv4"
+        );
         assert_eq!(t.tracked(), 3);
     }
 

@@ -31,12 +31,17 @@ impl FramingViolation {
 
 /// The client's IP address, if the connection has one.
 pub fn client_ip(session: &pingora::protocols::http::ServerSession) -> Option<std::net::IpAddr> {
-    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 /// Checks an HTTP/1 request's framing as received; logs a refused request with the client's
 /// address. HTTP/2 frames bodies itself (and forbids `Transfer-Encoding`), so it passes.
-pub fn check_request(session: &pingora::protocols::http::ServerSession) -> Result<(), FramingViolation> {
+pub fn check_request(
+    session: &pingora::protocols::http::ServerSession,
+) -> Result<(), FramingViolation> {
     let Some(h1) = session.as_http1() else {
         return Ok(());
     };
@@ -129,7 +134,9 @@ mod tests {
     #[test]
     fn smuggling_shapes_are_refused() {
         assert_eq!(
-            check_framing(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            check_framing(
+                b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
             Err(FramingViolation::ContentLengthWithTransferEncoding)
         );
         assert_eq!(

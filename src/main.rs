@@ -9,7 +9,11 @@ use session_sidecar::config::Config;
 use session_sidecar::server::{self, RunOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "session-sidecar", version, about = "Server-side sessions for any web app, as a reverse proxy")]
+#[command(
+    name = "session-sidecar",
+    version,
+    about = "Server-side sessions for any web app, as a reverse proxy"
+)]
 struct Cli {
     /// Path of the configuration file.
     #[arg(long, short = 'c', default_value = "proxy.yaml")]

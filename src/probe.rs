@@ -42,8 +42,13 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     if authority.is_empty() || authority.contains('@') {
         return Err(format!("`{url}` has no usable host"));
     }
-    if path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
-        return Err(format!("`{url}` has spaces or control characters in its path"));
+    if path
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(format!(
+            "`{url}` has spaces or control characters in its path"
+        ));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (host, after) = v6
@@ -53,7 +58,10 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
             "" => (host, None),
             p => (
                 host,
-                Some(p.strip_prefix(':').ok_or_else(|| format!("`{url}` has a bad port"))?),
+                Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| format!("`{url}` has a bad port"))?,
+                ),
             ),
         }
     } else {
@@ -159,7 +167,9 @@ fn parse_status_line(line: &[u8]) -> Result<u16, String> {
     let mut parts = text.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
     let code = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") || code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit())
+    if !version.starts_with("HTTP/1.")
+        || code.len() != 3
+        || !code.bytes().all(|b| b.is_ascii_digit())
     {
         return Err(format!("not an HTTP/1 response: `{}`", text.escape_debug()));
     }
@@ -210,7 +220,10 @@ mod tests {
         assert_eq!(probe(&url, DEFAULT_TIMEOUT), Ok(200));
         let head = server.join().unwrap();
         assert!(head.starts_with("GET /healthz HTTP/1.1\r\n"), "{head}");
-        assert!(head.contains(&format!("Host: {}\r\n", &base[7..])), "{head}");
+        assert!(
+            head.contains(&format!("Host: {}\r\n", &base[7..])),
+            "{head}"
+        );
         assert!(head.contains("Connection: close\r\n"), "{head}");
     }
 
@@ -278,21 +291,38 @@ mod tests {
             thread::sleep(Duration::from_millis(800));
         });
         let start = Instant::now();
-        let err = probe(&format!("http://{addr}/healthz"), Duration::from_millis(200)).unwrap_err();
+        let err = probe(
+            &format!("http://{addr}/healthz"),
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
         assert!(err.contains("timed out"), "{err}");
-        assert!(start.elapsed() < Duration::from_millis(700), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_millis(700),
+            "{:?}",
+            start.elapsed()
+        );
         server.join().unwrap();
     }
 
     #[test]
     fn urls_are_parsed_strictly() {
         let t = parse_url("http://127.0.0.1:9091/healthz").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("127.0.0.1", 9091, "/healthz"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("127.0.0.1", 9091, "/healthz")
+        );
         assert_eq!(t.authority, "127.0.0.1:9091");
         let t = parse_url("HTTP://localhost").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("localhost", 80, "/"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("localhost", 80, "/")
+        );
         let t = parse_url("http://[::1]:9091/readyz?x=1#frag").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("::1", 9091, "/readyz?x=1"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("::1", 9091, "/readyz?x=1")
+        );
         let t = parse_url("http://example:8080?q").unwrap();
         assert_eq!(t.path, "/?q");
         for bad in [

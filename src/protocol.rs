@@ -126,7 +126,9 @@ pub enum Action {
 
 /// Reads the `X-Session-Action` values of one response. The strongest action wins
 /// (destroy-all over destroy over regenerate). Unknown values are returned for logging.
-pub fn parse_actions<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> (Option<Action>, Vec<String>) {
+pub fn parse_actions<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> (Option<Action>, Vec<String>) {
     let mut action = None;
     let mut unknown = Vec::new();
     for raw in values {
@@ -207,8 +209,7 @@ pub fn is_canonical_json(text: &str) -> bool {
             return false;
         }
     }
-    !text.is_empty()
-        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    !text.is_empty() && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
 }
 
 /// Compact JSON text of a value, with every non-ASCII or control character escaped.
@@ -228,7 +229,11 @@ fn push_ascii_json_string(out: &mut String, s: &str) {
 struct AsciiFormatter;
 
 impl Formatter for AsciiFormatter {
-    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         let bytes = fragment.as_bytes();
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
@@ -252,18 +257,41 @@ mod tests {
 
     #[test]
     fn reserved_headers_match_both_spellings_and_any_case() {
-        for name in ["X-Session", "x_session", "X-SESSION-SET", "x_Session_Action", "X-Session-Signature", "x_session_signature"] {
+        for name in [
+            "X-Session",
+            "x_session",
+            "X-SESSION-SET",
+            "x_Session_Action",
+            "X-Session-Signature",
+            "x_session_signature",
+        ] {
             assert!(is_reserved_request_header(name), "{name}");
         }
-        for name in ["x-sessions", "x-session-", "session", "x-session-id", "cookie"] {
+        for name in [
+            "x-sessions",
+            "x-session-",
+            "session",
+            "x-session-id",
+            "cookie",
+        ] {
             assert!(!is_reserved_request_header(name), "{name}");
         }
     }
 
     #[test]
     fn sets_apply_in_order_and_null_deletes() {
-        let c = parse_sets([br#"{"a":1,"b":"x"}"#.as_slice(), br#"{"a":null,"c":[1,{"d":true}]}"#.as_slice()]).unwrap();
-        assert_eq!(c.set, vec![("b".into(), "\"x\"".into()), ("c".into(), "[1,{\"d\":true}]".into())]);
+        let c = parse_sets([
+            br#"{"a":1,"b":"x"}"#.as_slice(),
+            br#"{"a":null,"c":[1,{"d":true}]}"#.as_slice(),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.set,
+            vec![
+                ("b".into(), "\"x\"".into()),
+                ("c".into(), "[1,{\"d\":true}]".into())
+            ]
+        );
         assert_eq!(c.delete, vec!["a".to_string()]);
         let c = parse_sets([br#"{"a":null}"#.as_slice(), br#"{"a":2}"#.as_slice()]).unwrap();
         assert_eq!(c.set, vec![("a".into(), "2".into())]);
@@ -272,17 +300,35 @@ mod tests {
 
     #[test]
     fn invalid_sets_are_rejected_with_a_reason() {
-        assert_eq!(parse_sets([b"[1]".as_slice()]), Err(SetRejection::Malformed));
-        assert_eq!(parse_sets([b"{\"a\":".as_slice()]), Err(SetRejection::Malformed));
-        assert_eq!(parse_sets([br#"{"":1}"#.as_slice()]), Err(SetRejection::Malformed));
-        assert_eq!(parse_sets([br#"{"__created":1}"#.as_slice()]), Err(SetRejection::ReservedKey));
-        assert_eq!(parse_sets([br#"{"a":1}"#.as_slice(), b"\xff".as_slice()]), Err(SetRejection::Malformed));
+        assert_eq!(
+            parse_sets([b"[1]".as_slice()]),
+            Err(SetRejection::Malformed)
+        );
+        assert_eq!(
+            parse_sets([b"{\"a\":".as_slice()]),
+            Err(SetRejection::Malformed)
+        );
+        assert_eq!(
+            parse_sets([br#"{"":1}"#.as_slice()]),
+            Err(SetRejection::Malformed)
+        );
+        assert_eq!(
+            parse_sets([br#"{"__created":1}"#.as_slice()]),
+            Err(SetRejection::ReservedKey)
+        );
+        assert_eq!(
+            parse_sets([br#"{"a":1}"#.as_slice(), b"\xff".as_slice()]),
+            Err(SetRejection::Malformed)
+        );
     }
 
     #[test]
     fn encoding_is_ascii_only_and_escapes_controls_and_del() {
-        let fields = vec![
-            ("name".to_string(), to_ascii_json(&Value::String("h\u{e9}llo \u{1f600}\r\n\u{7f}".into()))),
+        let fields = [
+            (
+                "name".to_string(),
+                to_ascii_json(&Value::String("h\u{e9}llo \u{1f600}\r\n\u{7f}".into())),
+            ),
             ("__created".to_string(), "1".to_string()),
         ];
         let encoded = encode_session(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -293,9 +339,16 @@ mod tests {
 
     #[test]
     fn foreign_values_are_reencoded_or_stringified() {
-        let fields = [("a", "{ \"x\" : 1 }"), ("b", "not json \u{e9}"), ("c", "12345678901234567890123")];
+        let fields = [
+            ("a", "{ \"x\" : 1 }"),
+            ("b", "not json \u{e9}"),
+            ("c", "12345678901234567890123"),
+        ];
         let encoded = encode_session(fields);
-        assert_eq!(encoded, r#"{"a":{"x":1},"b":"not json \u00e9","c":12345678901234567890123}"#);
+        assert_eq!(
+            encoded,
+            r#"{"a":{"x":1},"b":"not json \u00e9","c":12345678901234567890123}"#
+        );
     }
 
     #[test]
@@ -309,7 +362,10 @@ mod tests {
 
     #[test]
     fn actions_strongest_wins() {
-        assert_eq!(parse_actions([b"regenerate".as_slice(), b"Destroy".as_slice()]).0, Some(Action::Destroy));
+        assert_eq!(
+            parse_actions([b"regenerate".as_slice(), b"Destroy".as_slice()]).0,
+            Some(Action::Destroy)
+        );
         let (a, unknown) = parse_actions([b"explode".as_slice()]);
         assert_eq!(a, None);
         assert_eq!(unknown, vec!["explode".to_string()]);
@@ -317,8 +373,20 @@ mod tests {
 
     #[test]
     fn merged_replaces_deletes_and_appends() {
-        let current = vec![("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())];
-        let change = Change { set: vec![("b".into(), "3".into()), ("c".into(), "4".into())], delete: vec!["a".into()] };
-        assert_eq!(change.merged(&current), vec![("b".to_string(), "3".to_string()), ("c".to_string(), "4".to_string())]);
+        let current = vec![
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "2".to_string()),
+        ];
+        let change = Change {
+            set: vec![("b".into(), "3".into()), ("c".into(), "4".into())],
+            delete: vec!["a".into()],
+        };
+        assert_eq!(
+            change.merged(&current),
+            vec![
+                ("b".to_string(), "3".to_string()),
+                ("c".to_string(), "4".to_string())
+            ]
+        );
     }
 }

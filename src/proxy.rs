@@ -124,6 +124,8 @@ pub struct SessionProxy {
     policy: StoreErrorPolicy,
     access_log: bool,
     in_flight: InFlight,
+    /// The session field naming its user (`session.user_field`), for the user index.
+    user_field: Option<String>,
 }
 
 impl SessionProxy {
@@ -151,6 +153,7 @@ impl SessionProxy {
             policy: config.on_store_error,
             access_log: config.log.access,
             in_flight,
+            user_field: config.session.user_field.clone(),
         }
     }
 
@@ -162,6 +165,59 @@ impl SessionProxy {
             return None;
         }
         Some(Duration::from_millis(self.idle_ms.min(end - now)))
+    }
+
+    /// The user a session's fields name, as JSON text.
+    fn user_in(&self, fields: &[(String, String)]) -> Option<String> {
+        let field = self.user_field.as_deref()?;
+        fields
+            .iter()
+            .find(|(k, _)| k == field)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The user after `change` is applied to a session of `before`.
+    fn user_after(&self, before: Option<String>, change: &Change) -> Option<String> {
+        let field = self.user_field.as_deref()?;
+        if change.delete.iter().any(|k| k == field) {
+            return None;
+        }
+        match change.set.iter().find(|(k, _)| k == field) {
+            Some((_, v)) => Some(v.clone()),
+            None => before,
+        }
+    }
+
+    /// Records a session in its user's index before the session itself is written, so
+    /// "log out everywhere" can never miss it.
+    async fn index_before_write(
+        &self,
+        ctx: &mut RequestCtx,
+        user: Option<&str>,
+        unchanged: Option<&str>,
+        key: &str,
+        deadline_ms: u64,
+    ) -> Result<bool> {
+        let Some(user) = user else {
+            return Ok(true);
+        };
+        if unchanged == Some(user) {
+            return Ok(true);
+        }
+        match self.store.index_add(user, key, deadline_ms).await {
+            Ok(()) => Ok(true),
+            Err(e) => self.write_failed(ctx, &e).map(|_| false),
+        }
+    }
+
+    /// Removes a session from a user's index after the write made it stale. A failure only
+    /// leaves an entry that is verified (and pruned) before it is ever used.
+    async fn unindex_after_write(&self, user: Option<&str>, still: Option<&str>, key: &str) {
+        if let Some(user) = user {
+            if still != Some(user) {
+                let _ = self.store.index_remove(user, key).await;
+            }
+        }
     }
 
     /// Maps a store failure to the client's answer. Under fail_closed the request becomes a
@@ -312,7 +368,8 @@ impl SessionProxy {
         };
         let now = now_ms();
         match (action, change) {
-            (Some(Action::Destroy | Action::DestroyAll), _) => self.destroy(ctx).await,
+            (Some(Action::DestroyAll), _) => self.destroy_all(ctx).await,
+            (Some(Action::Destroy), _) => self.destroy(ctx).await,
             (_, None) => Ok(None),
             (Some(Action::Regenerate), Some(change)) => self.regenerate(ctx, change, now).await,
             (None, Some(change)) if !change.is_empty() => self.update(ctx, change, now).await,
@@ -320,14 +377,19 @@ impl SessionProxy {
         }
     }
 
-    fn check_size(&self, change: Change, ctx: &RequestCtx) -> std::result::Result<Change, SetRejection> {
+    fn check_size(
+        &self,
+        change: Change,
+        ctx: &RequestCtx,
+    ) -> std::result::Result<Change, SetRejection> {
         let current: &[(String, String)] = ctx
             .session
             .as_ref()
             .map(|s| s.record.fields.as_slice())
             .unwrap_or(&[]);
         let merged = change.merged(current);
-        let encoded = protocol::encode_session(merged.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let encoded =
+            protocol::encode_session(merged.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if encoded.len() > self.max_bytes {
             return Err(SetRejection::TooLarge);
         }
@@ -356,6 +418,9 @@ impl SessionProxy {
                     .with_label_values(&["app"])
                     .inc();
                 ctx.outcome = Outcome::Destroyed;
+                let user = self.user_in(&loaded.record.fields);
+                self.unindex_after_write(user.as_deref(), None, &loaded.key)
+                    .await;
                 Ok(Some(self.codec.expire_cookie()))
             }
             Err(e) => {
@@ -366,7 +431,46 @@ impl SessionProxy {
         }
     }
 
-    async fn create(&self, ctx: &mut RequestCtx, change: &Change, now: u64) -> Result<Option<String>> {
+    /// `destroy-all`: ends every session of the current session's user (found through the
+    /// user index, each verified to still name that user), the current one included.
+    /// Without `session.user_field`, or a session without a user, it is a plain destroy.
+    async fn destroy_all(&self, ctx: &mut RequestCtx) -> Result<Option<String>> {
+        let (Some(field), Some(loaded)) = (self.user_field.as_deref(), ctx.session.as_ref()) else {
+            return self.destroy(ctx).await;
+        };
+        let Some(user) = self.user_in(&loaded.record.fields) else {
+            return self.destroy(ctx).await;
+        };
+        let current = loaded.key.clone();
+        let mut keys: Vec<String> = match self.store.user_sessions(field, &user).await {
+            Ok(found) => found.into_iter().map(|(k, _)| k).collect(),
+            Err(e) => return self.write_failed(ctx, &e),
+        };
+        if !keys.contains(&current) {
+            keys.push(current);
+        }
+        match self.store.destroy_many(&user, &keys).await {
+            Ok(n) => {
+                self.metrics.writes_ok.inc();
+                self.metrics
+                    .sessions_destroyed
+                    .with_label_values(&["destroy_all"])
+                    .inc_by(n as u64);
+                ctx.session = None;
+                ctx.outcome = Outcome::Destroyed;
+                tracing::info!(sessions = n, "destroy-all ended every session of a user");
+                Ok(Some(self.codec.expire_cookie()))
+            }
+            Err(e) => self.write_failed(ctx, &e),
+        }
+    }
+
+    async fn create(
+        &self,
+        ctx: &mut RequestCtx,
+        change: &Change,
+        now: u64,
+    ) -> Result<Option<String>> {
         if change.set.is_empty() {
             return Ok(None);
         }
@@ -377,6 +481,13 @@ impl SessionProxy {
         let id = SessionId::generate();
         let key = self.store.key_for(&id);
         let ttl = self.ttl(now, now).unwrap_or(Duration::from_millis(1));
+        let user = self.user_after(None, change);
+        if !self
+            .index_before_write(ctx, user.as_deref(), None, &key, now + self.absolute_ms)
+            .await?
+        {
+            return Ok(None);
+        }
         match self.store.create(&key, &change.set, now, ttl).await {
             Ok(()) => {
                 self.metrics.writes_ok.inc();
@@ -388,7 +499,12 @@ impl SessionProxy {
         }
     }
 
-    async fn update(&self, ctx: &mut RequestCtx, change: Change, now: u64) -> Result<Option<String>> {
+    async fn update(
+        &self,
+        ctx: &mut RequestCtx,
+        change: Change,
+        now: u64,
+    ) -> Result<Option<String>> {
         let Some(loaded) = &ctx.session else {
             return self.create(ctx, &change, now).await;
         };
@@ -396,11 +512,24 @@ impl SessionProxy {
             ctx.session = None;
             return self.create(ctx, &change, now).await;
         };
-        match self.store.update(&loaded.key, &change, now, ttl).await {
+        let key = loaded.key.clone();
+        let id = loaded.id.clone();
+        let deadline = loaded.record.created_ms + self.absolute_ms;
+        let before = self.user_in(&loaded.record.fields);
+        let after = self.user_after(before.clone(), &change);
+        if !self
+            .index_before_write(ctx, after.as_deref(), before.as_deref(), &key, deadline)
+            .await?
+        {
+            return Ok(None);
+        }
+        match self.store.update(&key, &change, now, ttl).await {
             Ok(true) => {
                 self.metrics.writes_ok.inc();
                 ctx.outcome = Outcome::Updated;
-                Ok(self.refreshed_cookie(&loaded.id))
+                self.unindex_after_write(before.as_deref(), after.as_deref(), &key)
+                    .await;
+                Ok(self.refreshed_cookie(&id))
             }
             Ok(false) => {
                 // Destroyed or expired since it was loaded: start a new session.
@@ -411,7 +540,12 @@ impl SessionProxy {
         }
     }
 
-    async fn regenerate(&self, ctx: &mut RequestCtx, change: Change, now: u64) -> Result<Option<String>> {
+    async fn regenerate(
+        &self,
+        ctx: &mut RequestCtx,
+        change: Change,
+        now: u64,
+    ) -> Result<Option<String>> {
         let Some(loaded) = &ctx.session else {
             return self.create(ctx, &change, now).await;
         };
@@ -421,15 +555,27 @@ impl SessionProxy {
         };
         let new_id = SessionId::generate();
         let new_key = self.store.key_for(&new_id);
+        let old_key = loaded.key.clone();
+        let deadline = loaded.record.created_ms + self.absolute_ms;
+        let before = self.user_in(&loaded.record.fields);
+        let after = self.user_after(before.clone(), &change);
+        if !self
+            .index_before_write(ctx, after.as_deref(), None, &new_key, deadline)
+            .await?
+        {
+            return Ok(None);
+        }
         match self
             .store
-            .regenerate(&loaded.key, &new_key, &change, now, ttl)
+            .regenerate(&old_key, &new_key, &change, now, ttl)
             .await
         {
             Ok(true) => {
                 self.metrics.writes_ok.inc();
                 self.metrics.sessions_regenerated.inc();
                 ctx.outcome = Outcome::Regenerated;
+                self.unindex_after_write(before.as_deref(), None, &old_key)
+                    .await;
                 Ok(Some(self.codec.set_cookie(&new_id)))
             }
             Ok(false) => {
@@ -452,7 +598,11 @@ impl SessionProxy {
         let Some(ttl) = self.ttl(loaded.record.created_ms, now) else {
             return Ok(None);
         };
-        match self.store.update(&loaded.key, &Change::default(), now, ttl).await {
+        match self
+            .store
+            .update(&loaded.key, &Change::default(), now, ttl)
+            .await
+        {
             Ok(true) => {
                 self.metrics.writes_ok.inc();
                 Ok(self.refreshed_cookie(&loaded.id))
@@ -575,7 +725,10 @@ impl ProxyHttp for SessionProxy {
 
         let value = match &ctx.session {
             Some(s) => protocol::encode_session(
-                s.record.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                s.record
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
             ),
             None => "{}".to_string(),
         };
@@ -588,7 +741,11 @@ impl ProxyHttp for SessionProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let mut peer = HttpPeer::new(self.upstream, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.total_connection_timeout = Some(self.connect_timeout);
@@ -621,7 +778,12 @@ impl ProxyHttp for SessionProxy {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let code = if ctx.store_failure {
             503
         } else {
@@ -630,7 +792,9 @@ impl ProxyHttp for SessionProxy {
                 _ => match e.esource() {
                     ErrorSource::Upstream => 502,
                     ErrorSource::Downstream => match e.etype() {
-                        ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                        ErrorType::WriteError
+                        | ErrorType::ReadError
+                        | ErrorType::ConnectionClosed => 0,
                         _ => 400,
                     },
                     ErrorSource::Internal | ErrorSource::Unset => 500,

@@ -14,7 +14,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, RunArgs, Server};
 use pingora::services::listening::Service;
 
-use crate::admin::AdminApp;
+use crate::admin::{AdminApp, SessionApi};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::{InFlight, SessionProxy};
@@ -42,8 +42,8 @@ pub fn resolve_upstream(upstream: &str) -> Result<SocketAddr, String> {
 pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let upstream = resolve_upstream(&config.upstream)?;
     let metrics = Arc::new(Metrics::new());
-    let store = Store::from_config(&config.store, metrics.clone())
-        .map_err(|e| format!("store: {e}"))?;
+    let store =
+        Store::from_config(&config.store, metrics.clone()).map_err(|e| format!("store: {e}"))?;
 
     let conf = ServerConf {
         threads: config.threads,
@@ -66,7 +66,13 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     server.bootstrap();
 
     let in_flight = InFlight::default();
-    let proxy = SessionProxy::new(&config, upstream, store.clone(), metrics.clone(), in_flight.clone());
+    let proxy = SessionProxy::new(
+        &config,
+        upstream,
+        store.clone(),
+        metrics.clone(),
+        in_flight.clone(),
+    );
     let mut proxy_service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         proxy,
@@ -81,9 +87,17 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     server.add_service(proxy_service);
 
     if let Some(admin_addr) = config.admin_listen {
+        let sessions = config.admin.token.as_deref().map(|token| {
+            SessionApi::new(
+                token,
+                config.session.user_field.clone(),
+                config.session.idle_timeout,
+                config.session.absolute_timeout,
+            )
+        });
         let mut admin = Service::new(
             "session-sidecar admin".to_string(),
-            AdminApp::new(store.clone(), metrics.clone()),
+            AdminApp::new(store.clone(), metrics.clone(), sessions),
         );
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
@@ -114,7 +128,10 @@ impl Finisher {
 
     fn finish(&self) {
         self.once.call_once(|| {
-            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt.block_on(self.store.close()),
                 Err(e) => tracing::error!(error = %e, "cannot run the store's shutdown"),
             }
@@ -123,7 +140,12 @@ impl Finisher {
     }
 }
 
-fn spawn_drain_watcher(server: &Server, in_flight: InFlight, grace: Duration, finish: Arc<Finisher>) {
+fn spawn_drain_watcher(
+    server: &Server,
+    in_flight: InFlight,
+    grace: Duration,
+    finish: Arc<Finisher>,
+) {
     let mut phases = server.watch_execution_phase();
     std::thread::spawn(move || loop {
         match phases.blocking_recv() {
@@ -134,7 +156,10 @@ fn spawn_drain_watcher(server: &Server, in_flight: InFlight, grace: Duration, fi
                 }
                 let left = in_flight.count();
                 if left > 0 {
-                    tracing::warn!(requests = left, "grace period over; exiting with requests in flight");
+                    tracing::warn!(
+                        requests = left,
+                        "grace period over; exiting with requests in flight"
+                    );
                 } else {
                     tracing::info!("no request in flight; exiting");
                 }

@@ -13,7 +13,10 @@ fn run(args: &[&str], yaml: &str, env: &[(&str, &str)]) -> (i32, String, String)
     let path = dir.path().join("proxy.yaml");
     std::fs::write(&path, yaml).unwrap();
     let mut cmd = Command::new(binary());
-    cmd.args(args).arg("--config").arg(&path).env_remove("SESSION_SECRET");
+    cmd.args(args)
+        .arg("--config")
+        .arg(&path)
+        .env_remove("SESSION_SECRET");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -37,7 +40,11 @@ store:
 
 #[test]
 fn check_accepts_a_valid_file() {
-    let (code, out, err) = run(&["--check"], GOOD, &[("SESSION_SECRET", "0123456789abcdef0123456789abcdef")]);
+    let (code, out, err) = run(
+        &["--check"],
+        GOOD,
+        &[("SESSION_SECRET", "0123456789abcdef0123456789abcdef")],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ok"));
 }
@@ -46,7 +53,10 @@ fn check_accepts_a_valid_file() {
 fn check_names_an_unset_variable() {
     let (code, _, err) = run(&["--check"], GOOD, &[]);
     assert_ne!(code, 0);
-    assert!(err.contains("cookie.secrets[0]: environment variable SESSION_SECRET is not set"), "{err}");
+    assert!(
+        err.contains("cookie.secrets[0]: environment variable SESSION_SECRET is not set"),
+        "{err}"
+    );
 }
 
 const BAD: &str = r#"
@@ -67,7 +77,10 @@ log:
 
 fn assert_every_problem_named(code: i32, err: &str) {
     assert_ne!(code, 0);
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
     for key in [
         "listen:",
         "upstream:",
@@ -80,7 +93,8 @@ fn assert_every_problem_named(code: i32, err: &str) {
         "log.level:",
     ] {
         assert!(
-            err.lines().any(|l| l.contains(&format!(" {key}")) || l.contains(&format!(": {key}"))),
+            err.lines()
+                .any(|l| l.contains(&format!(" {key}")) || l.contains(&format!(": {key}"))),
             "no line names {key}:\n{err}"
         );
     }
@@ -90,9 +104,16 @@ fn assert_every_problem_named(code: i32, err: &str) {
 fn check_reports_every_problem_on_its_own_line() {
     let (code, _, err) = run(&["--check"], BAD, &[]);
     assert_every_problem_named(code, &err);
-    let (code, _, err) = run(&["--check"], &GOOD.replace("${SESSION_SECRET}", "short"), &[]);
+    let (code, _, err) = run(
+        &["--check"],
+        &GOOD.replace("${SESSION_SECRET}", "short"),
+        &[],
+    );
     assert_ne!(code, 0);
-    assert!(err.contains("cookie.secrets[0]: must be at least 32 bytes"), "{err}");
+    assert!(
+        err.contains("cookie.secrets[0]: must be at least 32 bytes"),
+        "{err}"
+    );
 }
 
 #[test]

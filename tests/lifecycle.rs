@@ -27,11 +27,24 @@ async fn idle_timeout_expires_and_use_slides_it() {
     active.set(r#"{"b":2}"#).await;
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(3500) {
-        assert_eq!(active.session().await, json!({"b": 2}), "used sessions slide");
+        assert_eq!(
+            active.session().await,
+            json!({"b": 2}),
+            "used sessions slide"
+        );
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    assert_eq!(idle.session().await, json!({}), "unused for longer than idle_timeout");
-    assert!(sidecar.metric("sidecar_cookies_rejected_total{reason=\"expired\"}").await >= 1.0);
+    assert_eq!(
+        idle.session().await,
+        json!({}),
+        "unused for longer than idle_timeout"
+    );
+    assert!(
+        sidecar
+            .metric("sidecar_cookies_rejected_total{reason=\"expired\"}")
+            .await
+            >= 1.0
+    );
 }
 
 #[tokio::test]
@@ -52,12 +65,21 @@ async fn absolute_timeout_ends_even_an_active_session() {
             last_alive = start.elapsed();
             let ttl: i64 = redis.cli(&["PTTL", &key]).unwrap().trim().parse().unwrap();
             let left = 3000i64 - start.elapsed().as_millis() as i64;
-            assert!(ttl <= left + 150, "ttl {ttl} goes past the absolute limit ({left} left)");
+            assert!(
+                ttl <= left + 150,
+                "ttl {ttl} goes past the absolute limit ({left} left)"
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert!(last_alive >= Duration::from_millis(2200), "alive until {last_alive:?}");
-    assert!(last_alive < Duration::from_millis(3300), "alive until {last_alive:?}");
+    assert!(
+        last_alive >= Duration::from_millis(2200),
+        "alive until {last_alive:?}"
+    );
+    assert!(
+        last_alive < Duration::from_millis(3300),
+        "alive until {last_alive:?}"
+    );
     assert_eq!(client.session().await, json!({}));
     // A write after the end starts a new session with a fresh ID.
     let old = client.cookie.clone();
@@ -75,7 +97,12 @@ async fn concurrent_writers(settings: &Settings) {
         let mut c = client.clone();
         tasks.push(tokio::spawn(async move {
             let field = format!(r#"{{"f{i}":{i}}}"#);
-            let r = c.get("/", &[("x-reply-x-session-set", &field), ("x-delay-ms", "20")]).await;
+            let r = c
+                .get(
+                    "/",
+                    &[("x-reply-x-session-set", &field), ("x-delay-ms", "20")],
+                )
+                .await;
             assert_eq!(r.status, 200);
             assert!(r.set_cookies().is_empty());
         }));
@@ -117,17 +144,27 @@ async fn memory_store_survives_a_restart_and_sets_a_corrupt_file_aside() {
     sidecar.terminate(Duration::from_secs(10));
     assert!(path.exists(), "saved at shutdown");
     let saved = std::fs::read_to_string(&path).unwrap();
-    assert!(!saved.contains(client.cookie.as_ref().unwrap().split('.').next().unwrap()), "no IDs on disk");
+    assert!(
+        !saved.contains(client.cookie.as_ref().unwrap().split('.').next().unwrap()),
+        "no IDs on disk"
+    );
 
     sidecar.restart();
     let mut client = client.reconnect();
-    assert_eq!(client.session().await, json!({"user": "carol", "n": [1, 2]}));
+    assert_eq!(
+        client.session().await,
+        json!({"user": "carol", "n": [1, 2]})
+    );
     sidecar.terminate(Duration::from_secs(10));
 
     std::fs::write(&path, b"{\"version\":1,\"sessions\":[[\"trunc").unwrap();
     sidecar.restart();
     let mut client = client.reconnect();
-    assert_eq!(client.session().await, json!({}), "a corrupt file starts empty");
+    assert_eq!(
+        client.session().await,
+        json!({}),
+        "a corrupt file starts empty"
+    );
     let log = sidecar.log();
     assert!(log.contains("corrupt"), "{log}");
     let aside = std::fs::read_dir(dir.path())
@@ -159,7 +196,11 @@ async fn memory_store_bound_is_exact() {
             alive.push(i);
         }
     }
-    assert_eq!(alive, vec![3, 4, 5, 6, 7], "the sessions closest to expiry went first");
+    assert_eq!(
+        alive,
+        vec![3, 4, 5, 6, 7],
+        "the sessions closest to expiry went first"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +210,10 @@ async fn sigterm_stops_an_idle_sidecar_quickly_and_drains_in_flight_requests() {
     let mut client = Client::new(&sidecar);
     assert_eq!(client.get("/", &[]).await.status, 200);
     let took = sidecar.terminate(Duration::from_secs(10));
-    assert!(took < Duration::from_secs(3), "idle sidecar took {took:?} to stop");
+    assert!(
+        took < Duration::from_secs(3),
+        "idle sidecar took {took:?} to stop"
+    );
 
     sidecar.restart();
     let mut slow = Client::new(&sidecar);
@@ -178,7 +222,15 @@ async fn sigterm_stops_an_idle_sidecar_quickly_and_drains_in_flight_requests() {
     // The backend runs on this runtime: wait for the exit without blocking it.
     let took = tokio::task::block_in_place(|| sidecar.terminate(Duration::from_secs(10)));
     let r = request.await.unwrap();
-    assert_eq!(r.status, 200, "the in-flight request finished: {}", sidecar.log());
-    assert!(took >= Duration::from_millis(900), "exited before the request finished ({took:?})");
+    assert_eq!(
+        r.status,
+        200,
+        "the in-flight request finished: {}",
+        sidecar.log()
+    );
+    assert!(
+        took >= Duration::from_millis(900),
+        "exited before the request finished ({took:?})"
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }

@@ -15,7 +15,9 @@ use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
 use session_sidecar::config::{CookieConfig, SameSite};
 use session_sidecar::cookie::{split_cookies, CookieCodec, SessionId};
-use session_sidecar::protocol::{encode_session, is_canonical_json, parse_sets, to_ascii_json, SetRejection};
+use session_sidecar::protocol::{
+    encode_session, is_canonical_json, parse_sets, to_ascii_json, SetRejection,
+};
 
 const SECRET: &str = "property-test-secret-0123456789abcdef";
 
@@ -98,7 +100,9 @@ fn assert_header_safe(encoded: &str) -> Result<Map<String, Value>, TestCaseError
     );
     match serde_json::from_str::<Value>(encoded) {
         Ok(Value::Object(map)) => Ok(map),
-        other => Err(TestCaseError::fail(format!("not a JSON object: {encoded:?} -> {other:?}"))),
+        other => Err(TestCaseError::fail(format!(
+            "not a JSON object: {encoded:?} -> {other:?}"
+        ))),
     }
 }
 

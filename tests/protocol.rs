@@ -35,7 +35,10 @@ async fn anonymous_traffic_gets_empty_session_no_cookie_and_no_store_write() {
     }
     assert!(session_keys(&redis).is_empty());
     let r = client.action("regenerate").await;
-    assert!(r.set_cookies().is_empty(), "regenerate without a session creates nothing");
+    assert!(
+        r.set_cookies().is_empty(),
+        "regenerate without a session creates nothing"
+    );
     let r = client.action("destroy").await;
     assert!(r.set_cookies().is_empty());
     assert!(session_keys(&redis).is_empty());
@@ -60,7 +63,10 @@ async fn first_set_creates_a_session_and_fields_come_back_with_their_types() {
     assert!(client.cookie.is_some());
     let seen = client.get("/", &[]).await;
     assert_eq!(seen.session(), fields);
-    assert!(seen.set_cookies().is_empty(), "a plain read sends no Set-Cookie");
+    assert!(
+        seen.set_cookies().is_empty(),
+        "a plain read sends no Set-Cookie"
+    );
     assert_eq!(session_keys(&redis).len(), 1);
 }
 
@@ -81,7 +87,10 @@ async fn null_deletes_objects_replace_whole_and_headers_apply_in_order() {
             ],
         )
         .await;
-    assert_eq!(client.session().await, json!({"b": {"z": 3}, "c": "keep", "n": 2}));
+    assert_eq!(
+        client.session().await,
+        json!({"b": {"z": 3}, "c": "keep", "n": 2})
+    );
 }
 
 #[tokio::test]
@@ -106,10 +115,19 @@ async fn client_copies_of_session_headers_are_stripped_in_every_spelling() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| h[0].as_str().unwrap().to_ascii_lowercase().replace('_', "-"))
+        .map(|h| {
+            h[0].as_str()
+                .unwrap()
+                .to_ascii_lowercase()
+                .replace('_', "-")
+        })
         .filter(|n| n.starts_with("x-session"))
         .collect();
-    assert_eq!(names, vec!["x-session"], "only the sidecar's own X-Session reaches the app");
+    assert_eq!(
+        names,
+        vec!["x-session"],
+        "only the sidecar's own X-Session reaches the app"
+    );
 
     // With a real session too: the spoofed value never replaces it.
     client.set(r#"{"user":"alice"}"#).await;
@@ -137,7 +155,11 @@ async fn instructions_never_reach_the_client() {
         let n = name.as_str().replace('_', "-");
         assert!(!n.starts_with("x-session"), "{name} reached the client");
     }
-    assert_eq!(client.session().await, json!({"a": 1}), "only the hyphen spelling is an instruction");
+    assert_eq!(
+        client.session().await,
+        json!({"a": 1}),
+        "only the hyphen spelling is an instruction"
+    );
 }
 
 #[tokio::test]
@@ -148,13 +170,22 @@ async fn session_cookie_is_hidden_from_the_app_and_other_cookies_pass_unchanged(
     let cookie = client.cookie.clone().unwrap();
     let mut raw = Client::new(&sidecar);
     let r = raw
-        .get("/", &[("cookie", &format!("theme=dark; sid={cookie}; lang=en"))])
+        .get(
+            "/",
+            &[("cookie", &format!("theme=dark; sid={cookie}; lang=en"))],
+        )
         .await;
     assert_eq!(r.session(), json!({"a": 1}));
     assert_eq!(r.body["cookie"], json!(["theme=dark; lang=en"]));
     // HTTP/2 browsers send several cookie headers: all are read.
     let r = raw
-        .get("/", &[("cookie", "theme=dark"), ("cookie", &format!("sid={cookie}"))])
+        .get(
+            "/",
+            &[
+                ("cookie", "theme=dark"),
+                ("cookie", &format!("sid={cookie}")),
+            ],
+        )
         .await;
     assert_eq!(r.session(), json!({"a": 1}));
     assert_eq!(r.body["cookie"], json!(["theme=dark"]));
@@ -181,20 +212,45 @@ async fn tampered_forged_and_unsigned_cookies_go_on_as_anonymous_and_are_counted
         ("garbage".to_string(), "malformed"),
         (String::new(), "malformed"),
     ];
-    let before_bad = sidecar.metric("sidecar_cookies_rejected_total{reason=\"bad_signature\"}").await;
-    let before_malformed = sidecar.metric("sidecar_cookies_rejected_total{reason=\"malformed\"}").await;
+    let before_bad = sidecar
+        .metric("sidecar_cookies_rejected_total{reason=\"bad_signature\"}")
+        .await;
+    let before_malformed = sidecar
+        .metric("sidecar_cookies_rejected_total{reason=\"malformed\"}")
+        .await;
     for (value, _) in &cases {
         let mut c = Client::new(&sidecar);
-        let r = c.get("/", &[("cookie", &format!("sid={value}; other=1"))]).await;
+        let r = c
+            .get("/", &[("cookie", &format!("sid={value}; other=1"))])
+            .await;
         assert_eq!(r.status, 200);
-        assert_eq!(r.body["x_session_raw"], "{}", "cookie {value:?} was accepted");
-        assert_eq!(r.body["cookie"], json!(["other=1"]), "the bad cookie is not forwarded");
+        assert_eq!(
+            r.body["x_session_raw"], "{}",
+            "cookie {value:?} was accepted"
+        );
+        assert_eq!(
+            r.body["cookie"],
+            json!(["other=1"]),
+            "the bad cookie is not forwarded"
+        );
     }
-    let bad = sidecar.metric("sidecar_cookies_rejected_total{reason=\"bad_signature\"}").await - before_bad;
-    let malformed = sidecar.metric("sidecar_cookies_rejected_total{reason=\"malformed\"}").await - before_malformed;
+    let bad = sidecar
+        .metric("sidecar_cookies_rejected_total{reason=\"bad_signature\"}")
+        .await
+        - before_bad;
+    let malformed = sidecar
+        .metric("sidecar_cookies_rejected_total{reason=\"malformed\"}")
+        .await
+        - before_malformed;
     assert_eq!(bad + malformed, cases.len() as f64);
-    assert!(bad >= 1.0 && malformed >= 4.0, "bad={bad} malformed={malformed}");
-    assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 1 + cases.len());
+    assert!(
+        bad >= 1.0 && malformed >= 4.0,
+        "bad={bad} malformed={malformed}"
+    );
+    assert_eq!(
+        backend.hits.load(std::sync::atomic::Ordering::SeqCst),
+        1 + cases.len()
+    );
 }
 
 #[tokio::test]
@@ -211,7 +267,9 @@ async fn made_up_or_dead_ids_are_never_adopted() {
     replay.cookie = Some(real.clone());
     let r = replay.get("/", &[]).await;
     assert_eq!(r.body["x_session_raw"], "{}");
-    let expired_before = sidecar.metric("sidecar_cookies_rejected_total{reason=\"expired\"}").await;
+    let expired_before = sidecar
+        .metric("sidecar_cookies_rejected_total{reason=\"expired\"}")
+        .await;
     assert!(expired_before >= 1.0);
     replay.set(r#"{"y":2}"#).await;
     let fresh = replay.cookie.clone().unwrap();
@@ -242,14 +300,20 @@ async fn regenerate_keeps_data_and_kills_the_old_id_at_once() {
     assert_eq!(r.set_cookies().len(), 1);
     let new_cookie = client.cookie.clone().unwrap();
     assert_ne!(old_cookie, new_cookie);
-    assert_eq!(client.session().await, json!({"cart": [1, 2], "user": "alice"}));
+    assert_eq!(
+        client.session().await,
+        json!({"cart": [1, 2], "user": "alice"})
+    );
     let new_keys = session_keys(&redis);
     assert_eq!(new_keys.len(), 1);
     assert_ne!(new_keys, old_keys);
     let mut old = Client::new(&sidecar);
     old.cookie = Some(old_cookie);
     assert_eq!(old.session().await, json!({}));
-    assert_eq!(sidecar.metric("sidecar_sessions_regenerated_total").await, 1.0);
+    assert_eq!(
+        sidecar.metric("sidecar_sessions_regenerated_total").await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -269,12 +333,20 @@ async fn destroy_expires_the_cookie_deletes_the_key_and_wins_over_sets() {
         .await;
     let sc = r.set_cookies();
     assert_eq!(sc.len(), 1);
-    assert!(sc[0].starts_with("sid=;") && sc[0].contains("Max-Age=0"), "{sc:?}");
+    assert!(
+        sc[0].starts_with("sid=;") && sc[0].contains("Max-Age=0"),
+        "{sc:?}"
+    );
     assert!(session_keys(&redis).is_empty());
     let mut old = Client::new(&sidecar);
     old.cookie = Some(cookie);
     assert_eq!(old.session().await, json!({}));
-    assert_eq!(sidecar.metric("sidecar_sessions_destroyed_total{reason=\"app\"}").await, 1.0);
+    assert_eq!(
+        sidecar
+            .metric("sidecar_sessions_destroyed_total{reason=\"app\"}")
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -295,15 +367,25 @@ async fn invalid_sets_are_rejected_whole_and_the_response_still_arrives() {
     ];
     for (headers, reason) in cases {
         let before = sidecar
-            .metric(&format!("sidecar_session_set_rejected_total{{reason=\"{reason}\"}}"))
+            .metric(&format!(
+                "sidecar_session_set_rejected_total{{reason=\"{reason}\"}}"
+            ))
             .await;
-        let hs: Vec<(&str, &str)> = headers.iter().map(|h| ("x-reply-x-session-set", *h)).collect();
+        let hs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|h| ("x-reply-x-session-set", *h))
+            .collect();
         let r = client.get("/", &hs).await;
         assert_eq!(r.status, 200);
-        assert_eq!(r.body["path"], "/", "the app's response still reaches the client");
+        assert_eq!(
+            r.body["path"], "/",
+            "the app's response still reaches the client"
+        );
         assert_eq!(client.session().await, json!({"a": 1}), "case {headers:?}");
         let after = sidecar
-            .metric(&format!("sidecar_session_set_rejected_total{{reason=\"{reason}\"}}"))
+            .metric(&format!(
+                "sidecar_session_set_rejected_total{{reason=\"{reason}\"}}"
+            ))
             .await;
         assert_eq!(after, before + 1.0, "{reason}");
     }
@@ -311,12 +393,27 @@ async fn invalid_sets_are_rejected_whole_and_the_response_still_arrives() {
     let value = "x".repeat(40 - r#"{"a":1,"b":""}"#.len());
     client.set(&format!(r#"{{"b":"{value}"}}"#)).await;
     assert_eq!(client.session().await["b"], json!(value));
-    assert!(client.get("/", &[]).await.body["x_session_raw"].as_str().unwrap().len() == 40);
+    assert!(
+        client.get("/", &[]).await.body["x_session_raw"]
+            .as_str()
+            .unwrap()
+            .len()
+            == 40
+    );
     // Escaping counts: "é" is 6 bytes as \u00e9.
     client.set(r#"{"b":null}"#).await;
-    let before = sidecar.metric("sidecar_session_set_rejected_total{reason=\"too_large\"}").await;
-    client.set(&format!(r#"{{"b":"{}"}}"#, "\u{e9}".repeat(5))).await;
-    assert_eq!(sidecar.metric("sidecar_session_set_rejected_total{reason=\"too_large\"}").await, before + 1.0);
+    let before = sidecar
+        .metric("sidecar_session_set_rejected_total{reason=\"too_large\"}")
+        .await;
+    client
+        .set(&format!(r#"{{"b":"{}"}}"#, "\u{e9}".repeat(5)))
+        .await;
+    assert_eq!(
+        sidecar
+            .metric("sidecar_session_set_rejected_total{reason=\"too_large\"}")
+            .await,
+        before + 1.0
+    );
     // Nothing anonymous is created by a rejected set.
     let mut anon = Client::new(&sidecar);
     anon.get("/", &[("x-reply-x-session-set", "[]")]).await;
@@ -329,7 +426,9 @@ async fn non_ascii_and_control_characters_are_escaped_and_round_trip() {
     let mut client = Client::new(&sidecar);
     let value = "h\u{e9}llo\r\nSet-Cookie: x=1\u{0}\u{7f}\u{1f600}\"\\";
     // The app sends UTF-8 as is (obs-text) and escapes what a header cannot carry.
-    let set = json!({ "s": value, "k\u{e9}y": 1 }).to_string().replace('\u{7f}', "\\u007f");
+    let set = json!({ "s": value, "k\u{e9}y": 1 })
+        .to_string()
+        .replace('\u{7f}', "\\u007f");
     let r = client.get("/", &[("x-reply-x-session-set", &set)]).await;
     assert_eq!(r.status, 200);
     let r = client.get("/", &[]).await;
@@ -355,14 +454,24 @@ async fn store_keys_are_hashed_values_are_json_and_foreign_writes_show_up() {
     assert!(!key.contains(id_part));
     assert_eq!(redis.cli(&["HGET", key, "n"]).unwrap().trim(), "1");
     assert_eq!(redis.cli(&["HGET", key, "s"]).unwrap().trim(), "\"x\"");
-    assert!(redis.cli(&["HGET", key, "__created"]).unwrap().trim().parse::<u64>().is_ok());
+    assert!(redis
+        .cli(&["HGET", key, "__created"])
+        .unwrap()
+        .trim()
+        .parse::<u64>()
+        .is_ok());
     // Another process (another sidecar, an admin script) writes a field: it shows up.
-    redis.cli(&["HSET", key, "from_elsewhere", "[true]"]).unwrap();
+    redis
+        .cli(&["HSET", key, "from_elsewhere", "[true]"])
+        .unwrap();
     redis.cli(&["HSET", key, "not_json", "plain text"]).unwrap();
     let s = client.session().await;
     assert_eq!(s["from_elsewhere"], json!([true]));
     assert_eq!(s["not_json"], json!("plain text"));
-    assert!(s.get("__created").is_none(), "metadata is never shown to the app");
+    assert!(
+        s.get("__created").is_none(),
+        "metadata is never shown to the app"
+    );
     let ttl: i64 = redis.cli(&["PTTL", key]).unwrap().trim().parse().unwrap();
     assert!(ttl > 0 && ttl <= 30 * 60 * 1000, "ttl {ttl}");
 }
@@ -382,7 +491,11 @@ async fn secret_rotation_keeps_old_cookies_until_the_old_secret_is_removed() {
     let rotated = Sidecar::start(&settings, &backend.addr());
     let mut c = Client::new(&rotated);
     c.cookie = Some(cookie.clone());
-    assert_eq!(c.session().await, json!({"a": 1}), "old cookie verifies with the second secret");
+    assert_eq!(
+        c.session().await,
+        json!({"a": 1}),
+        "old cookie verifies with the second secret"
+    );
     let mut fresh = Client::new(&rotated);
     fresh.set(r#"{"b":2}"#).await;
     let new_cookie = fresh.cookie.clone().unwrap();
@@ -392,11 +505,24 @@ async fn secret_rotation_keeps_old_cookies_until_the_old_secret_is_removed() {
     let only_new = Sidecar::start(&settings, &backend.addr());
     let mut c = Client::new(&only_new);
     c.cookie = Some(cookie);
-    assert_eq!(c.session().await, json!({}), "old secret removed: old cookie rejected");
-    assert_eq!(only_new.metric("sidecar_cookies_rejected_total{reason=\"bad_signature\"}").await, 1.0);
+    assert_eq!(
+        c.session().await,
+        json!({}),
+        "old secret removed: old cookie rejected"
+    );
+    assert_eq!(
+        only_new
+            .metric("sidecar_cookies_rejected_total{reason=\"bad_signature\"}")
+            .await,
+        1.0
+    );
     let mut c = Client::new(&only_new);
     c.cookie = Some(new_cookie);
-    assert_eq!(c.session().await, json!({"b": 2}), "new sessions were signed with the new secret");
+    assert_eq!(
+        c.session().await,
+        json!({"b": 2}),
+        "new sessions were signed with the new secret"
+    );
 }
 
 #[tokio::test]
@@ -410,7 +536,9 @@ async fn signed_x_session_header_verifies_with_hmac() {
     let sidecar = Sidecar::start(&settings, &backend.addr());
     let mut client = Client::new(&sidecar);
     client.set(r#"{"a":"b"}"#).await;
-    let r = client.get("/", &[("x-session-signature", "t=1,v1=forged")]).await;
+    let r = client
+        .get("/", &[("x-session-signature", "t=1,v1=forged")])
+        .await;
     let headers = r.body["headers"].as_array().unwrap();
     let sigs: Vec<&str> = headers
         .iter()
@@ -420,7 +548,10 @@ async fn signed_x_session_header_verifies_with_hmac() {
     assert_eq!(sigs.len(), 1);
     let (t, v1) = sigs[0].split_once(",v1=").unwrap();
     let t = t.strip_prefix("t=").unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     assert!(now.abs_diff(t.parse::<u64>().unwrap()) < 10);
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(header_secret.as_bytes()).unwrap();
     mac.update(format!("{t}.{}", r.body["x_session_raw"].as_str().unwrap()).as_bytes());
@@ -439,10 +570,17 @@ async fn max_age_cookie_is_refreshed_only_when_the_expiry_is() {
     let r = client.set(r#"{"a":1}"#).await;
     assert!(r.set_cookies()[0].contains("Max-Age=3600"));
     let r = client.get("/", &[]).await;
-    assert!(r.set_cookies().is_empty(), "no refresh right after creation");
+    assert!(
+        r.set_cookies().is_empty(),
+        "no refresh right after creation"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     let r = client.get("/", &[]).await;
-    assert_eq!(r.set_cookies().len(), 1, "a quarter of the idle timeout passed: refreshed");
+    assert_eq!(
+        r.set_cookies().len(),
+        1,
+        "a quarter of the idle timeout passed: refreshed"
+    );
     assert_eq!(r.session(), json!({"a": 1}));
     let _: Value = Value::Null;
 }

@@ -31,8 +31,15 @@ async fn fail_closed_redis_killed_and_restarted() {
     let r = client.get("/", &[]).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after").as_deref(), Some("1"));
-    assert!(r.set_cookies().is_empty(), "the cookie is never cleared for a store error");
-    assert!(start.elapsed() < Duration::from_millis(1500), "waited {:?}", start.elapsed());
+    assert!(
+        r.set_cookies().is_empty(),
+        "the cookie is never cleared for a store error"
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "waited {:?}",
+        start.elapsed()
+    );
     assert_eq!(client.cookie.as_deref(), Some(cookie.as_str()));
 
     // No cookie: reads pass through; a change that cannot be saved becomes a 503.
@@ -48,8 +55,18 @@ async fn fail_closed_redis_killed_and_restarted() {
     let ready = reqwest::get(sidecar.admin_url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 503);
     assert!(start.elapsed() < Duration::from_millis(1500));
-    assert!(sidecar.metric("sidecar_session_loads_total{result=\"error\"}").await >= 1.0);
-    assert!(sidecar.metric("sidecar_store_errors_total{op=\"load\"}").await >= 1.0);
+    assert!(
+        sidecar
+            .metric("sidecar_session_loads_total{result=\"error\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        sidecar
+            .metric("sidecar_store_errors_total{op=\"load\"}")
+            .await
+            >= 1.0
+    );
 
     // Many requests at once while the store is down: none waits past the timeout.
     let start = Instant::now();
@@ -61,7 +78,11 @@ async fn fail_closed_redis_killed_and_restarted() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 503);
     }
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
 
     redis.restart();
     assert!(
@@ -76,7 +97,13 @@ async fn fail_closed_redis_killed_and_restarted() {
     let r = client.set(r#"{"n":2}"#).await;
     assert_eq!(r.status, 200);
     assert_eq!(client.session().await, json!({"user": "alice", "n": 2}));
-    assert_eq!(reqwest::get(sidecar.admin_url("/readyz")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(sidecar.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -96,14 +123,26 @@ async fn fail_closed_write_failure_is_a_503_not_a_silent_loss() {
     };
     let mut c = client.clone();
     let request = tokio::spawn(async move {
-        c.get("/", &[("x-delay-ms", "800"), ("x-reply-x-session-set", r#"{"n":2}"#)]).await
+        c.get(
+            "/",
+            &[
+                ("x-delay-ms", "800"),
+                ("x-reply-x-session-set", r#"{"n":2}"#),
+            ],
+        )
+        .await
     });
     killer.await.unwrap();
     redis.kill();
     let r = request.await.unwrap();
     assert_eq!(r.status, 503, "{}", r.text);
     assert!(r.set_cookies().is_empty());
-    assert!(sidecar.metric("sidecar_session_writes_total{result=\"error\"}").await >= 1.0);
+    assert!(
+        sidecar
+            .metric("sidecar_session_writes_total{result=\"error\"}")
+            .await
+            >= 1.0
+    );
     redis.restart();
     assert!(
         eventually(Duration::from_secs(10), || {
@@ -112,7 +151,11 @@ async fn fail_closed_write_failure_is_a_503_not_a_silent_loss() {
         })
         .await
     );
-    assert_eq!(client.session().await, json!({"n": 1}), "nothing half-applied");
+    assert_eq!(
+        client.session().await,
+        json!({"n": 1}),
+        "nothing half-applied"
+    );
 }
 
 #[tokio::test]
@@ -140,8 +183,18 @@ async fn fail_open_redis_killed_and_restarted() {
     let r = anon.set(r#"{"a":1}"#).await;
     assert_eq!(r.status, 200);
     assert!(anon.cookie.is_none(), "no session could be created");
-    assert!(sidecar.metric("sidecar_session_changes_dropped_total").await >= 2.0);
-    assert!(sidecar.metric("sidecar_session_writes_total{result=\"error\"}").await >= 2.0);
+    assert!(
+        sidecar
+            .metric("sidecar_session_changes_dropped_total")
+            .await
+            >= 2.0
+    );
+    assert!(
+        sidecar
+            .metric("sidecar_session_writes_total{result=\"error\"}")
+            .await
+            >= 2.0
+    );
 
     redis.restart();
     assert!(
@@ -190,10 +243,20 @@ async fn upstream_down_gives_a_quick_502_and_recovers() {
     let start = Instant::now();
     let r = client.get("/", &[]).await;
     assert_eq!(r.status, 502);
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
     assert!(r.set_cookies().is_empty());
     assert!(sidecar.metric("sidecar_upstream_errors_total").await >= 1.0);
-    assert_eq!(reqwest::get(sidecar.admin_url("/healthz")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(sidecar.admin_url("/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     backend.restart().await;
     assert!(
         eventually(Duration::from_secs(5), || {

@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = int(os.environ.get("PORT", "3000"))
@@ -65,6 +65,9 @@ def read_session(headers):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "session-demo"
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and
+    # delayed ACKs would add ~40 ms to every response.
+    disable_nagle_algorithm = True
 
     def reply(self, status, body=b"", content_type="text/plain; charset=utf-8", headers=()):
         self.send_response(status)
@@ -80,13 +83,17 @@ class Handler(BaseHTTPRequestHandler):
     def redirect_home(self, headers):
         self.reply(303, b"", headers=[("Location", "/"), *headers])
 
+    def route(self):
+        return urlsplit(self.path).path
+
     def do_GET(self):
         session, raw = read_session(self.headers)
-        if self.path == "/session":
+        path = self.route()
+        if path == "/session":
             body = json.dumps(session, indent=2, sort_keys=True).encode() + b"\n"
             self.reply(200, body, "application/json")
             return
-        if self.path != "/":
+        if path != "/":
             self.reply(404, b"not found\n")
             return
         visits = session.get("visits")
@@ -113,7 +120,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(413, b"form too large\n")
             return
         form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
-        if self.path == "/login":
+        path = self.route()
+        if path == "/login":
             user = (form.get("user") or [""])[0].strip()
             if not user or len(user) > MAX_USER_CHARS:
                 self.reply(400, b"user: 1 to 64 characters\n")
@@ -122,7 +130,7 @@ class Handler(BaseHTTPRequestHandler):
             # planted by an attacker) is dead from now on.
             change = json.dumps({"user": user}, separators=(",", ":"))
             self.redirect_home([("X-Session-Set", change), ("X-Session-Action", "regenerate")])
-        elif self.path == "/logout":
+        elif path == "/logout":
             self.redirect_home([("X-Session-Action", "destroy")])
         else:
             self.reply(404, b"not found\n")

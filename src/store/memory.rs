@@ -27,9 +27,37 @@ struct Sessions {
     map: HashMap<String, Entry>,
     /// (expires_ms, key) for every entry in `map`.
     by_expiry: BTreeSet<(u64, String)>,
+    /// User index: index key -> (session key -> absolute deadline).
+    users: HashMap<String, HashMap<String, u64>>,
+    /// Entries in `users`, all indexes together.
+    user_entries: usize,
 }
 
 impl Sessions {
+    /// Drops index entries past their deadline or whose session is gone, in one index or,
+    /// when `index` is `None`, in all of them.
+    fn prune_index(&mut self, index: Option<&str>, now: u64) {
+        let map = &self.map;
+        let mut removed = 0;
+        let mut prune = |members: &mut HashMap<String, u64>| {
+            let before = members.len();
+            members.retain(|k, deadline| {
+                *deadline > now && map.get(k).is_some_and(|e| e.expires_ms > now)
+            });
+            removed += before - members.len();
+        };
+        match index {
+            Some(i) => {
+                if let Some(members) = self.users.get_mut(i) {
+                    prune(members);
+                }
+            }
+            None => self.users.values_mut().for_each(prune),
+        }
+        self.users.retain(|_, m| !m.is_empty());
+        self.user_entries -= removed;
+    }
+
     fn remove(&mut self, key: &str) -> Option<Entry> {
         let entry = self.map.remove(key)?;
         self.by_expiry.remove(&(entry.expires_ms, key.to_string()));
@@ -120,7 +148,9 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
         // A panic while holding the lock cannot leave the map half-updated in a way that
         // matters more than losing every session, so keep serving.
-        self.sessions.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Number of live and not yet swept sessions.
@@ -301,6 +331,84 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn index_add(
+        &self,
+        index_key: &str,
+        key: &str,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut sessions = self.lock();
+        sessions.prune_index(Some(index_key), now_ms);
+        // Keep the whole index bounded by the sessions it can refer to.
+        if sessions.user_entries >= self.max_sessions.saturating_mul(2) {
+            sessions.prune_index(None, now_ms);
+        }
+        let added = sessions
+            .users
+            .entry(index_key.to_string())
+            .or_default()
+            .insert(key.to_string(), deadline_ms)
+            .is_none();
+        if added {
+            sessions.user_entries += 1;
+        }
+        Ok(())
+    }
+
+    async fn index_remove(&self, index_key: &str, key: &str) -> Result<(), StoreError> {
+        let mut sessions = self.lock();
+        let removed = sessions
+            .users
+            .get_mut(index_key)
+            .is_some_and(|m| m.remove(key).is_some());
+        if removed {
+            sessions.user_entries -= 1;
+            if sessions.users.get(index_key).is_some_and(|m| m.is_empty()) {
+                sessions.users.remove(index_key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn user_sessions(
+        &self,
+        index_key: &str,
+        user_field: &str,
+        user: &str,
+        now_ms: u64,
+    ) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let mut sessions = self.lock();
+        sessions.prune_index(Some(index_key), now_ms);
+        let members: Vec<String> = sessions
+            .users
+            .get(index_key)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut found = Vec::new();
+        for key in members {
+            let entry = &sessions.map[&key];
+            if entry
+                .fields
+                .iter()
+                .any(|(k, v)| k == user_field && v == user)
+            {
+                found.push((
+                    key,
+                    SessionRecord {
+                        fields: entry.fields.clone(),
+                        created_ms: entry.created_ms,
+                        touched_ms: entry.touched_ms,
+                    },
+                ));
+            } else if let Some(m) = sessions.users.get_mut(index_key) {
+                m.remove(&key);
+                sessions.user_entries -= 1;
+            }
+        }
+        Ok(found)
+    }
+
     async fn close(&self) {
         if let Err(e) = self.persist() {
             tracing::error!(error = %e, "could not save the memory store");
@@ -320,10 +428,22 @@ mod tests {
     async fn bound_is_exact_and_evicts_closest_to_expiry() {
         let store = MemoryStore::open(3, None);
         let now = now_ms();
-        store.create("a", &fields(1), now, Duration::from_secs(100)).await.unwrap();
-        store.create("b", &fields(1), now, Duration::from_secs(10)).await.unwrap();
-        store.create("c", &fields(1), now, Duration::from_secs(200)).await.unwrap();
-        store.create("d", &fields(1), now, Duration::from_secs(300)).await.unwrap();
+        store
+            .create("a", &fields(1), now, Duration::from_secs(100))
+            .await
+            .unwrap();
+        store
+            .create("b", &fields(1), now, Duration::from_secs(10))
+            .await
+            .unwrap();
+        store
+            .create("c", &fields(1), now, Duration::from_secs(200))
+            .await
+            .unwrap();
+        store
+            .create("d", &fields(1), now, Duration::from_secs(300))
+            .await
+            .unwrap();
         assert_eq!(store.len(), 3);
         assert!(store.load("b").await.unwrap().is_none());
         for k in ["a", "c", "d"] {
@@ -336,7 +456,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sessions.json");
         let store = MemoryStore::open(10, Some(path.clone()));
-        store.create("k", &fields(2), now_ms(), Duration::from_secs(60)).await.unwrap();
+        store
+            .create("k", &fields(2), now_ms(), Duration::from_secs(60))
+            .await
+            .unwrap();
         store.persist().unwrap();
         let reopened = MemoryStore::open(10, Some(path.clone()));
         assert_eq!(reopened.load("k").await.unwrap().unwrap().fields, fields(2));

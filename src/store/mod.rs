@@ -5,8 +5,10 @@
 //! A store key is `key_prefix` + hex SHA-256 of the session ID (see [`crate::cookie`]). Field
 //! values are JSON text; metadata lives in `__`-prefixed fields the app never sees.
 
+pub mod cluster;
 pub mod memory;
 pub mod redis;
+pub mod sentinel;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -108,6 +110,26 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn destroy(&self, key: &str) -> Result<bool, StoreError>;
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Records session `key` in the user index `index_key` until `deadline_ms` (the
+    /// session's absolute end). The index expires with its latest deadline.
+    async fn index_add(
+        &self,
+        index_key: &str,
+        key: &str,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// Removes session `key` from the user index `index_key`.
+    async fn index_remove(&self, index_key: &str, key: &str) -> Result<(), StoreError>;
+    /// The live sessions of the user index `index_key` whose `user_field` still holds
+    /// `user` (JSON text), with their keys. Entries found dead or moved are pruned.
+    async fn user_sessions(
+        &self,
+        index_key: &str,
+        user_field: &str,
+        user: &str,
+        now_ms: u64,
+    ) -> Result<Vec<(String, SessionRecord)>, StoreError>;
     /// Called once at shutdown (the memory store saves itself here).
     async fn close(&self) {}
 }
@@ -138,12 +160,20 @@ impl Store {
             StoreBackend::Memory {
                 max_sessions,
                 persist_path,
-            } => Arc::new(memory::MemoryStore::open(*max_sessions, persist_path.clone())),
+            } => Arc::new(memory::MemoryStore::open(
+                *max_sessions,
+                persist_path.clone(),
+            )),
             StoreBackend::Redis { .. }
             | StoreBackend::RedisCluster { .. }
             | StoreBackend::RedisSentinel { .. } => redis::open(config)?,
         };
-        Ok(Store::new(inner, config.timeout, &config.key_prefix, metrics))
+        Ok(Store::new(
+            inner,
+            config.timeout,
+            &config.key_prefix,
+            metrics,
+        ))
     }
 
     pub fn new(
@@ -183,7 +213,8 @@ impl Store {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         };
-        self.metrics.observe_store(op, start.elapsed(), result.is_ok());
+        self.metrics
+            .observe_store(op, start.elapsed(), result.is_ok());
         if let Err(e) = &result {
             tracing::warn!(op, error = %e, "store operation failed");
         }
@@ -237,6 +268,97 @@ impl Store {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.run("ping", self.inner.ping()).await
+    }
+
+    /// The user index key for a user (the user field's JSON text): hashed like session keys.
+    pub fn index_key_for(&self, user: &str) -> String {
+        use sha2::Digest;
+        format!(
+            "{}user:{}",
+            self.key_prefix,
+            hex::encode(sha2::Sha256::digest(user.as_bytes()))
+        )
+    }
+
+    pub async fn index_add(
+        &self,
+        user: &str,
+        key: &str,
+        deadline_ms: u64,
+    ) -> Result<(), StoreError> {
+        let index = self.index_key_for(user);
+        self.run(
+            "index_add",
+            self.inner.index_add(&index, key, deadline_ms, now_ms()),
+        )
+        .await
+    }
+
+    pub async fn index_remove(&self, user: &str, key: &str) -> Result<(), StoreError> {
+        let index = self.index_key_for(user);
+        self.run("index_remove", self.inner.index_remove(&index, key))
+            .await
+    }
+
+    /// The live sessions of a user. A bulk operation: bounded by four store timeouts.
+    pub async fn user_sessions(
+        &self,
+        user_field: &str,
+        user: &str,
+    ) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let index = self.index_key_for(user);
+        self.run_bulk(
+            "user_sessions",
+            self.inner.user_sessions(&index, user_field, user, now_ms()),
+        )
+        .await
+    }
+
+    /// Destroys the given sessions concurrently (pipelined on one connection); returns how
+    /// many existed. A bulk operation: bounded by four store timeouts.
+    pub async fn destroy_many(&self, user: &str, keys: &[String]) -> Result<usize, StoreError> {
+        let index = self.index_key_for(user);
+        let inner = self.inner.clone();
+        let work = async move {
+            let mut destroyed = 0;
+            for chunk in keys.chunks(256) {
+                let results =
+                    futures_util::future::join_all(chunk.iter().map(|k| inner.destroy(k))).await;
+                for r in results {
+                    if r? {
+                        destroyed += 1;
+                    }
+                }
+                let removals = futures_util::future::join_all(
+                    chunk.iter().map(|k| inner.index_remove(&index, k)),
+                )
+                .await;
+                for r in removals {
+                    r?;
+                }
+            }
+            Ok(destroyed)
+        };
+        self.run_bulk("destroy_many", work).await
+    }
+
+    async fn run_bulk<T>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.timeout * 4;
+        let start = Instant::now();
+        let result = match tokio::time::timeout(limit, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(limit)),
+        };
+        self.metrics
+            .observe_store(op, start.elapsed(), result.is_ok());
+        if let Err(e) = &result {
+            tracing::warn!(op, error = %e, "store operation failed");
+        }
+        result
     }
 
     /// Shutdown hook of the underlying store (not time-limited: saving may take a moment).

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Script};
 
-use super::{now_ms, SessionRecord, SessionStore, StoreError, CREATED_FIELD};
+use super::{now_ms, SessionRecord, SessionStore, StoreError, CREATED_FIELD, TOUCHED_FIELD};
 use crate::config::{StoreBackend, StoreConfig};
 use crate::protocol::Change;
 
@@ -69,28 +69,52 @@ pub fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, StoreError> {
                 manager: OnceLock::new(),
             })))
         }
-        _ => Err(StoreError::Unavailable(
-            "this store kind is not built into this binary".into(),
+        StoreBackend::RedisCluster { nodes, auth } => Ok(Arc::new(RedisStore::new(
+            super::cluster::Cluster::open(nodes, auth, config.timeout)?,
+        ))),
+        StoreBackend::RedisSentinel {
+            sentinels,
+            master_name,
+            db,
+            auth,
+            sentinel_username,
+            sentinel_password,
+        } => Ok(Arc::new(RedisStore::new(super::sentinel::Sentinel::open(
+            super::sentinel::SentinelSettings {
+                sentinels,
+                master_name,
+                db: *db,
+                auth,
+                sentinel_username: sentinel_username.as_deref(),
+                sentinel_password: sentinel_password.as_deref(),
+                timeout: config.timeout,
+            },
+        )?))),
+        StoreBackend::Memory { .. } => Err(StoreError::Unavailable(
+            "the memory store is not a Redis store".into(),
         )),
     }
 }
 
-/// A `redis::Client` for a URL, trusting `ca_file` for `rediss://` when given.
+/// The PEM bytes of `store.ca_file`.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, StoreError> {
+    std::fs::read(path).map_err(|e| {
+        StoreError::Unavailable(format!("cannot read store.ca_file {}: {e}", path.display()))
+    })
+}
+
+/// A `redis::Client` for a URL, trusting `ca_file` for `rediss://` when given (a plain
+/// `redis://` URL has no use for it).
 pub fn client(url: &str, ca_file: Option<&std::path::Path>) -> Result<Client, StoreError> {
     let result = match ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| {
-                StoreError::Unavailable(format!("cannot read store.ca_file {}: {e}", path.display()))
-            })?;
-            Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                },
-            )
-        }
-        None => Client::open(url),
+        Some(path) if url.starts_with("rediss://") => Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(read_ca_file(path)?),
+            },
+        ),
+        _ => Client::open(url),
     };
     result.map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))
 }
@@ -137,6 +161,7 @@ impl Connector for Standalone {
 pub struct RedisStore<C: Connector> {
     connector: C,
     write: Script,
+    delete_if_unchanged: Script,
 }
 
 impl<C: Connector> RedisStore<C> {
@@ -144,6 +169,7 @@ impl<C: Connector> RedisStore<C> {
         RedisStore {
             connector,
             write: Script::new(WRITE_SCRIPT),
+            delete_if_unchanged: Script::new(DELETE_IF_UNCHANGED_SCRIPT),
         }
     }
 
@@ -179,26 +205,39 @@ impl<C: Connector> RedisStore<C> {
         Ok(done == 1)
     }
 
-    async fn load_raw(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
+    async fn load_bytes(&self, key: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         let mut conn = self.connector.connection()?;
-        let raw: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+        redis::cmd("HGETALL")
             .arg(key)
             .query_async(&mut conn)
             .await
-            .map_err(store_error)?;
-        Ok(raw
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    String::from_utf8_lossy(&k).into_owned(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                )
-            })
-            .collect())
+            .map_err(store_error)
     }
 
-    /// Regenerate where old and new key may be on different nodes: copy, then delete the
-    /// old key; if the delete fails the copy is removed again and the old session stays.
+    async fn load_raw(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(lossy(self.load_bytes(key).await?))
+    }
+
+    /// Best-effort removal of a regenerate's copy that will never be handed out.
+    async fn discard(&self, key: &str) {
+        if let Ok(mut conn) = self.connector.connection() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(key).query_async(&mut conn).await;
+        }
+    }
+
+    /// Regenerate where old and new key may be on different nodes (Redis Cluster), so the
+    /// move cannot be one script:
+    ///
+    /// 1. read the old hash;
+    /// 2. write the new key (one script: fields with the change applied, metadata, TTL);
+    /// 3. delete the old key, in one script, only if it still holds exactly what was read.
+    ///
+    /// `Ok(true)` only after step 3 deleted the old key, so the old ID is dead whenever the
+    /// client gets the new one. If step 2 or 3 fails, the old key was never touched (the old
+    /// session stays whole) and the copy is removed again. If the old session changed
+    /// between 1 and 3 (a concurrent request wrote to it), the copy is redone, so that write
+    /// is not lost; if it was destroyed meanwhile, the copy is removed and the answer is
+    /// `Ok(false)`, as with the single-script path, so a logout is never undone.
     async fn regenerate_by_copy(
         &self,
         old_key: &str,
@@ -207,26 +246,79 @@ impl<C: Connector> RedisStore<C> {
         now_ms: u64,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let pairs = self.load_raw(old_key).await?;
-        if pairs.is_empty() {
-            return Ok(false);
-        }
-        let record = SessionRecord::from_hash(pairs, now_ms);
-        let merged = change.merged(&record.fields);
-        let mut fields = merged;
-        fields.push((CREATED_FIELD.to_string(), record.created_ms.to_string()));
-        self.write("create", &[new_key], &fields, &[], now_ms, ttl)
-            .await?;
-        let mut conn = self.connector.connection()?;
-        let deleted: Result<i64, _> = redis::cmd("DEL").arg(old_key).query_async(&mut conn).await;
-        match deleted {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let _: Result<i64, _> = redis::cmd("DEL").arg(new_key).query_async(&mut conn).await;
-                Err(store_error(e))
+        for _ in 0..REGENERATE_ATTEMPTS {
+            let raw = self.load_bytes(old_key).await?;
+            if raw.is_empty() {
+                return Ok(false);
+            }
+            let pairs = lossy(raw.clone());
+            let record = SessionRecord::from_hash(pairs.clone(), now_ms);
+            let mut fields = change.merged(&record.fields);
+            // Metadata moves with the session (the script sets `__touched` itself).
+            fields.extend(pairs.into_iter().filter(|(k, _)| {
+                k.starts_with(crate::protocol::RESERVED_PREFIX) && k != TOUCHED_FIELD
+            }));
+            if !fields.iter().any(|(k, _)| k == CREATED_FIELD) {
+                fields.push((CREATED_FIELD.to_string(), record.created_ms.to_string()));
+            }
+            if let Err(e) = self
+                .write("create", &[new_key], &fields, &[], now_ms, ttl)
+                .await
+            {
+                self.discard(new_key).await;
+                return Err(e);
+            }
+            let mut conn = self.connector.connection()?;
+            let mut delete = self.delete_if_unchanged.prepare_invoke();
+            delete.key(old_key);
+            for (k, v) in &raw {
+                delete.arg(k.as_slice()).arg(v.as_slice());
+            }
+            match delete.invoke_async::<i64>(&mut conn).await {
+                Ok(1) => return Ok(true),
+                Ok(0) => {
+                    self.discard(new_key).await;
+                    return Ok(false);
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    self.discard(new_key).await;
+                    return Err(store_error(e));
+                }
             }
         }
+        self.discard(new_key).await;
+        Err(StoreError::Unavailable(
+            "the session kept changing while it was being regenerated".into(),
+        ))
     }
+}
+
+/// How often a cross-slot regenerate starts over when the session changes under it.
+const REGENERATE_ATTEMPTS: usize = 3;
+
+/// Deletes KEYS[1] only if it holds exactly the hash given as ARGV name/value pairs.
+/// Returns 1 when deleted, 0 when the key is gone, -1 when it changed (nothing deleted).
+const DELETE_IF_UNCHANGED_SCRIPT: &str = r#"
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return 0 end
+if redis.call('HLEN', key) * 2 ~= #ARGV then return -1 end
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', key, ARGV[i]) ~= ARGV[i + 1] then return -1 end
+end
+redis.call('DEL', key)
+return 1
+"#;
+
+fn lossy(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(String, String)> {
+    raw.into_iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -304,7 +396,91 @@ impl<C: Connector> SessionStore for RedisStore<C> {
             .map_err(store_error)?;
         Ok(())
     }
+
+    async fn index_add(
+        &self,
+        index_key: &str,
+        key: &str,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.connector.connection()?;
+        let _: i64 = Script::new(INDEX_ADD_SCRIPT)
+            .key(index_key)
+            .arg(key)
+            .arg(deadline_ms)
+            .arg(now_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn index_remove(&self, index_key: &str, key: &str) -> Result<(), StoreError> {
+        let mut conn = self.connector.connection()?;
+        let _: i64 = redis::cmd("ZREM")
+            .arg(index_key)
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn user_sessions(
+        &self,
+        index_key: &str,
+        user_field: &str,
+        user: &str,
+        now_ms: u64,
+    ) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let mut conn = self.connector.connection()?;
+        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(index_key)
+            .arg(now_ms)
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        let mut found = Vec::new();
+        let mut stale = Vec::new();
+        for chunk in members.chunks(256) {
+            let loads =
+                futures_util::future::join_all(chunk.iter().map(|k| self.load_raw(k))).await;
+            for (key, pairs) in chunk.iter().zip(loads) {
+                let pairs = pairs?;
+                let holds = pairs.iter().any(|(k, v)| k == user_field && v == user);
+                if holds {
+                    found.push((key.clone(), SessionRecord::from_hash(pairs, now_ms)));
+                } else {
+                    stale.push(key.clone());
+                }
+            }
+        }
+        let mut prune = redis::pipe();
+        prune
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(index_key)
+            .arg("-inf")
+            .arg(now_ms)
+            .ignore();
+        if !stale.is_empty() {
+            prune.cmd("ZREM").arg(index_key).arg(&stale).ignore();
+        }
+        let _: () = prune.query_async(&mut conn).await.map_err(store_error)?;
+        Ok(found)
+    }
 }
+
+/// Adds a session to a user index. KEYS[1] = index; ARGV: session key, deadline_ms, now_ms.
+/// Prunes entries past their deadline and lets the index expire with its latest deadline.
+const INDEX_ADD_SCRIPT: &str = r#"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if top[2] then redis.call('PEXPIREAT', KEYS[1], top[2]) end
+return 1
+"#;
 
 #[cfg(test)]
 mod tests {

@@ -105,6 +105,7 @@ impl Redis {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
+                let _ = child.wait();
                 return false;
             }
             if self.ping() {
@@ -114,6 +115,7 @@ impl Redis {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
+        let _ = child.wait();
         false
     }
 
@@ -122,7 +124,9 @@ impl Redis {
     }
 
     pub fn ping(&self) -> bool {
-        self.cli(&["PING"]).map(|o| o.trim() == "PONG").unwrap_or(false)
+        self.cli(&["PING"])
+            .map(|o| o.trim() == "PONG")
+            .unwrap_or(false)
     }
 
     /// Runs redis-cli against this server; returns stdout.
@@ -260,7 +264,11 @@ async fn serve(listener: tokio::net::TcpListener, hits: Arc<AtomicUsize>) {
 async fn answer(req: Request<hyper::body::Incoming>, hits: &AtomicUsize) -> Response<Full<Bytes>> {
     hits.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let x_session: Vec<String> = parts
         .headers
         .get_all("x-session")
@@ -290,7 +298,11 @@ async fn answer(req: Request<hyper::body::Incoming>, hits: &AtomicUsize) -> Resp
     });
     let mut resp = Response::builder();
     let mut status = 200u16;
-    if let Some(ms) = parts.headers.get("x-delay-ms").and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+    if let Some(ms) = parts
+        .headers
+        .get("x-delay-ms")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     for (name, value) in parts.headers.iter() {
@@ -316,7 +328,13 @@ async fn answer(req: Request<hyper::body::Incoming>, hits: &AtomicUsize) -> Resp
 #[derive(Clone)]
 pub enum StoreKind {
     Redis(String),
-    Memory { persist_path: Option<PathBuf>, max_sessions: usize },
+    Memory {
+        persist_path: Option<PathBuf>,
+        max_sessions: usize,
+    },
+    /// Raw YAML lines for inside `store:` (kind and its keys, each line indented two
+    /// spaces), e.g. from [`RedisCluster::store_yaml`] or [`SentinelSet::store_yaml`].
+    Yaml(String),
 }
 
 /// Settings for a generated `proxy.yaml`.
@@ -377,6 +395,7 @@ impl Settings {
                 }
                 s
             }
+            StoreKind::Yaml(lines) => lines.clone(),
         };
         let secrets: Vec<String> = self.secrets.iter().map(|s| format!("\"{s}\"")).collect();
         format!(
@@ -400,7 +419,11 @@ impl Settings {
             self.max_bytes,
             self.session_extra,
             self.store_timeout,
-            if self.fail_open { "fail_open" } else { "fail_closed" },
+            if self.fail_open {
+                "fail_open"
+            } else {
+                "fail_closed"
+            },
             self.extra,
         )
     }
@@ -459,6 +482,7 @@ impl Sidecar {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
+                let _ = child.wait();
                 return false;
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
@@ -470,6 +494,7 @@ impl Sidecar {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
+        let _ = child.wait();
         false
     }
 
@@ -629,14 +654,21 @@ impl Client {
         self.try_get(path, headers).await.expect("request failed")
     }
 
-    pub async fn try_get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Reply, reqwest::Error> {
+    pub async fn try_get(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, reqwest::Error> {
         let mut req = self.http.get(format!("{}{}", self.base, path));
         if let Some(c) = &self.cookie {
             req = req.header("cookie", format!("{COOKIE}={c}"));
         }
         for (k, v) in headers {
             // Raw bytes, so tests can send UTF-8 (obs-text) the way some apps do.
-            req = req.header(*k, reqwest::header::HeaderValue::from_bytes(v.as_bytes()).expect("valid header bytes"));
+            req = req.header(
+                *k,
+                reqwest::header::HeaderValue::from_bytes(v.as_bytes()).expect("valid header bytes"),
+            );
         }
         let resp = req.send().await?;
         let status = resp.status().as_u16();
@@ -701,4 +733,806 @@ pub fn store_keys_path(dir: &Path) -> PathBuf {
 
 pub fn local(addr: SocketAddr) -> String {
     addr.to_string()
+}
+
+// -------------------------------------------------------------------------------------------
+// Redis topologies for the scale tests: any redis-server node, TLS material, a Redis
+// Cluster, a Sentinel set; and the store-level checks every Redis kind must pass.
+// -------------------------------------------------------------------------------------------
+
+fn run_ok(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{cmd:?}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Polls `check` (blocking) until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A test CA and a server certificate for `127.0.0.1` / `localhost` signed by it, made
+/// with `openssl` in a temporary directory.
+#[derive(Clone)]
+pub struct TlsFiles {
+    dir: Arc<tempfile::TempDir>,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn generate() -> TlsFiles {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            run_ok(Command::new("openssl").args(args).current_dir(d)).expect("openssl must work");
+        };
+        Self::make_ca(d, "ca");
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        TlsFiles {
+            ca: d.join("ca.crt"),
+            cert: d.join("server.crt"),
+            key: d.join("server.key"),
+            dir: Arc::new(dir),
+        }
+    }
+
+    fn make_ca(dir: &Path, name: &str) -> PathBuf {
+        run_ok(Command::new("openssl").current_dir(dir).args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=session-sidecar test {name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]))
+        .expect("openssl must work");
+        dir.join(format!("{name}.crt"))
+    }
+
+    /// Another CA, which did not sign the server certificate.
+    pub fn unrelated_ca(&self) -> PathBuf {
+        Self::make_ca(self.dir.path(), "other-ca")
+    }
+
+    fn server_args(&self, port: u16) -> Vec<String> {
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &self.cert.display().to_string(),
+            "--tls-key-file",
+            &self.key.display().to_string(),
+            "--tls-ca-cert-file",
+            &self.ca.display().to_string(),
+            "--tls-auth-clients",
+            "no",
+            "--tls-replication",
+            "yes",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn cli_args(&self) -> Vec<String> {
+        vec![
+            "--tls".into(),
+            "--cacert".into(),
+            self.ca.display().to_string(),
+        ]
+    }
+}
+
+/// Whether this machine's redis-server was built with TLS (Debian's is): starts one.
+pub fn redis_supports_tls(tls: &TlsFiles) -> Result<(), String> {
+    Node::try_start(None, &[], Some(tls)).map(|_| ())
+}
+
+/// One `redis-server` (or sentinel) process of a test, in its own directory, on a free
+/// loopback port (its TLS port when started with [`TlsFiles`]). Killed when dropped.
+pub struct Node {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    config: Option<PathBuf>,
+    args: Vec<String>,
+    tls: Option<TlsFiles>,
+    /// The node's `requirepass`, used by [`Node::cli`].
+    password: Option<String>,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// `redis-server [CONFIG] --port P ARGS…`; `config` is the text of a config file given
+    /// first (sentinels need one they can rewrite).
+    pub fn start(config: Option<&str>, args: &[&str], tls: Option<&TlsFiles>) -> Node {
+        Self::try_start(config, args, tls)
+            .unwrap_or_else(|e| panic!("redis-server did not start: {e}"))
+    }
+
+    pub fn try_start(
+        config: Option<&str>,
+        args: &[&str],
+        tls: Option<&TlsFiles>,
+    ) -> Result<Node, String> {
+        Self::try_start_auth(config, args, tls, None)
+    }
+
+    /// Like [`Node::start`] for a node with `requirepass password` (which `args` or `config`
+    /// must set); [`Node::cli`] then authenticates.
+    pub fn start_auth(
+        config: Option<&str>,
+        args: &[&str],
+        tls: Option<&TlsFiles>,
+        password: &str,
+    ) -> Node {
+        Self::try_start_auth(config, args, tls, Some(password))
+            .unwrap_or_else(|e| panic!("redis-server did not start: {e}"))
+    }
+
+    fn try_start_auth(
+        config: Option<&str>,
+        args: &[&str],
+        tls: Option<&TlsFiles>,
+        password: Option<&str>,
+    ) -> Result<Node, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config.map(|text| {
+            let path = dir.path().join("node.conf");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        let mut node = Node {
+            port: 0,
+            dir,
+            config,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            tls: tls.cloned(),
+            password: password.map(str::to_string),
+            child: None,
+        };
+        let mut last = String::new();
+        for _ in 0..5 {
+            node.port = free_port();
+            match node.spawn() {
+                Ok(()) => return Ok(node),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let mut cmd = Command::new("redis-server");
+        if let Some(conf) = &self.config {
+            cmd.arg(conf);
+        }
+        match &self.tls {
+            Some(tls) => cmd.args(tls.server_args(self.port)),
+            None => cmd.arg("--port").arg(self.port.to_string()),
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--dir",
+        ])
+        .arg(self.dir.path())
+        .args(&self.args)
+        .stdout(log)
+        .stderr(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("redis-server must be installed: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("exited with {status}: {}", self.log()));
+            }
+            if self.cli(&["PING"]).is_some_and(|o| o.trim() == "PONG") {
+                self.child = Some(child);
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(format!("no PONG within 10s: {}", self.log()))
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs redis-cli against this node; its stdout when the command succeeded (an error
+    /// reply counts as failure).
+    pub fn cli(&self, args: &[&str]) -> Option<String> {
+        let mut cmd = Command::new("redis-cli");
+        if let Some(tls) = &self.tls {
+            cmd.args(tls.cli_args());
+        }
+        if let Some(password) = &self.password {
+            cmd.env("REDISCLI_AUTH", password);
+        }
+        let out = cmd
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(args)
+            .output()
+            .ok()?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let error_reply = stdout.starts_with("ERR")
+            || stdout.starts_with("MOVED")
+            || stdout.starts_with("READONLY")
+            || stdout.starts_with("(error)");
+        (out.status.success() && !error_reply).then_some(stdout)
+    }
+
+    /// `INFO <section>` as a map.
+    pub fn info(&self, section: &str) -> HashMap<String, String> {
+        self.cli(&["INFO", section])
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    pub fn connected_clients(&self) -> usize {
+        self.info("clients")
+            .get("connected_clients")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `master` or `slave` (first line of `ROLE`).
+    pub fn role(&self) -> Option<String> {
+        self.cli(&["ROLE"])
+            .and_then(|o| o.lines().next().map(str::to_string))
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        let mut last = String::new();
+        for _ in 0..50 {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("node did not restart on port {}: {last}", self.port);
+    }
+
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        self.cli(&["--scan", "--pattern", pattern])
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A local Redis Cluster: `masters` primaries with `replicas` replicas each, made with
+/// `redis-cli --cluster create`. Node timeout 1000 ms, `cluster-require-full-coverage no`
+/// (the setting the docs recommend: a failed shard does not stop the others), appendonly.
+pub struct RedisCluster {
+    pub nodes: Vec<Node>,
+    tls: Option<TlsFiles>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize, replicas: usize, tls: Option<&TlsFiles>) -> RedisCluster {
+        let count = masters * (1 + replicas);
+        let mut nodes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let bus = free_port().to_string();
+            let mut args = vec![
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-port",
+                &bus,
+                "--cluster-require-full-coverage",
+                "yes",
+                "--appendonly",
+                "yes",
+            ];
+            if tls.is_some() {
+                args.extend(["--tls-cluster", "yes"]);
+            }
+            nodes.push(Node::start(None, &args, tls));
+        }
+        let cluster = RedisCluster {
+            nodes,
+            tls: tls.cloned(),
+        };
+        let mut create = Command::new("redis-cli");
+        if let Some(tls) = &cluster.tls {
+            create.args(tls.cli_args());
+        }
+        create.args(["--cluster", "create"]);
+        for n in &cluster.nodes {
+            create.arg(format!("127.0.0.1:{}", n.port));
+        }
+        create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
+        run_ok(&mut create).expect("redis-cli --cluster create");
+        let ready = wait_until(Duration::from_secs(30), || {
+            cluster.nodes.iter().all(|n| {
+                let info = n.cli(&["CLUSTER", "INFO"]).unwrap_or_default();
+                info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_ok:16384")
+                    && info.contains(&format!("cluster_known_nodes:{count}"))
+            }) && cluster.nodes.iter().all(|n| {
+                let repl = n.info("replication");
+                repl.get("role").map(String::as_str) == Some("master")
+                    || repl.get("master_link_status").map(String::as_str) == Some("up")
+            })
+        });
+        assert!(ready, "cluster did not become ready");
+        cluster
+    }
+
+    /// `store:` lines for a sidecar on this cluster (two seed nodes; the rest is discovered).
+    pub fn store_yaml(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .take(2)
+            .map(|n| format!("\"{}\"", n.url()))
+            .collect();
+        let mut s = format!("  kind: redis-cluster\n  nodes: [{}]\n", seeds.join(", "));
+        if let Some(tls) = &self.tls {
+            s.push_str(&format!("  ca_file: \"{}\"\n", tls.ca.display()));
+        }
+        s
+    }
+
+    /// Indices of the running nodes that are masters now.
+    pub fn masters(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i].is_running() && self.nodes[i].role().as_deref() == Some("master")
+            })
+            .collect()
+    }
+
+    /// Which running master holds each key matching `pattern`.
+    pub fn key_owners(&self, pattern: &str) -> HashMap<String, usize> {
+        let mut owners = HashMap::new();
+        for i in self.masters() {
+            for key in self.nodes[i].keys(pattern) {
+                owners.insert(key, i);
+            }
+        }
+        owners
+    }
+
+    /// The replica of master `i` (by its `master_port`).
+    pub fn replica_of(&self, i: usize) -> Option<usize> {
+        let port = self.nodes[i].port.to_string();
+        (0..self.nodes.len()).find(|&j| {
+            j != i
+                && self.nodes[j].is_running()
+                && self.nodes[j].info("replication").get("master_port") == Some(&port)
+        })
+    }
+
+    /// Waits until every master's writes reached its replicas.
+    pub fn wait_replicated(&self) {
+        for i in self.masters() {
+            let _ = self.nodes[i].cli(&["WAIT", "1", "5000"]);
+        }
+    }
+}
+
+/// One master, one replica and three sentinels (quorum 2, down-after 1000 ms, failover
+/// timeout 2000 ms), named `mymaster`. With `sentinels: 1`, a single sentinel (quorum 1).
+pub struct SentinelSet {
+    pub master: Node,
+    pub replica: Node,
+    pub sentinels: Vec<Node>,
+    tls: Option<TlsFiles>,
+}
+
+pub const MASTER_NAME: &str = "mymaster";
+
+/// Passwords of a [`SentinelSet`]: `data` for master and replica, `sentinel` for the sentinels.
+#[derive(Clone, Copy)]
+pub struct SentinelAuth {
+    pub data: &'static str,
+    pub sentinel: &'static str,
+}
+
+impl SentinelSet {
+    pub fn start(sentinels: usize, tls: Option<&TlsFiles>) -> SentinelSet {
+        Self::start_with(sentinels, tls, None)
+    }
+
+    pub fn start_with(
+        sentinels: usize,
+        tls: Option<&TlsFiles>,
+        auth: Option<SentinelAuth>,
+    ) -> SentinelSet {
+        let data_node = |args: &[&str]| match auth {
+            Some(a) => {
+                let mut args = args.to_vec();
+                args.extend(["--requirepass", a.data, "--masterauth", a.data]);
+                Node::start_auth(None, &args, tls, a.data)
+            }
+            None => Node::start(None, args, tls),
+        };
+        let master = data_node(&["--appendonly", "no"]);
+        let mport = master.port.to_string();
+        let replica = data_node(&["--appendonly", "no", "--replicaof", "127.0.0.1", &mport]);
+        let quorum = if sentinels >= 3 { 2 } else { 1 };
+        let mut conf = format!(
+            "sentinel monitor {MASTER_NAME} 127.0.0.1 {mport} {quorum}\n\
+             sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+             sentinel failover-timeout {MASTER_NAME} 2000\n\
+             sentinel parallel-syncs {MASTER_NAME} 1\n"
+        );
+        if tls.is_some() {
+            conf.push_str("tls-replication yes\n");
+        }
+        if let Some(a) = auth {
+            conf.push_str(&format!(
+                "sentinel auth-pass {MASTER_NAME} {}\nrequirepass {}\nsentinel sentinel-pass {}\n",
+                a.data, a.sentinel, a.sentinel
+            ));
+        }
+        let sentinels: Vec<Node> = (0..sentinels)
+            .map(|_| match auth {
+                Some(a) => Node::start_auth(Some(&conf), &["--sentinel"], tls, a.sentinel),
+                None => Node::start(Some(&conf), &["--sentinel"], tls),
+            })
+            .collect();
+        let set = SentinelSet {
+            master,
+            replica,
+            sentinels,
+            tls: tls.cloned(),
+        };
+        let others = (set.sentinels.len() - 1).to_string();
+        let ready = wait_until(Duration::from_secs(30), || {
+            set.replica
+                .info("replication")
+                .get("master_link_status")
+                .map(String::as_str)
+                == Some("up")
+                && set.sentinels.iter().all(|s| {
+                    let m = s.sentinel_master();
+                    m.get("num-slaves").map(String::as_str) == Some("1")
+                        && m.get("num-other-sentinels") == Some(&others)
+                })
+        });
+        assert!(ready, "sentinels did not settle");
+        set
+    }
+
+    pub fn store_yaml(&self) -> String {
+        let urls: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|n| format!("\"{}\"", n.url()))
+            .collect();
+        let mut s = format!(
+            "  kind: redis-sentinel\n  sentinels: [{}]\n  master_name: {MASTER_NAME}\n",
+            urls.join(", ")
+        );
+        if let Some(tls) = &self.tls {
+            s.push_str(&format!("  ca_file: \"{}\"\n", tls.ca.display()));
+        }
+        s
+    }
+
+    /// The master's port as the running sentinels report it.
+    pub fn reported_master_port(&self) -> Option<u16> {
+        self.sentinels
+            .iter()
+            .filter(|s| s.is_running())
+            .find_map(|s| {
+                let out = s.cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME])?;
+                out.lines().nth(1)?.trim().parse().ok()
+            })
+    }
+}
+
+impl Node {
+    /// `SENTINEL MASTER mymaster` as a map (on a sentinel).
+    pub fn sentinel_master(&self) -> HashMap<String, String> {
+        let out = self
+            .cli(&["SENTINEL", "MASTER", MASTER_NAME])
+            .unwrap_or_default();
+        let lines: Vec<&str> = out.lines().collect();
+        lines
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (c[0].to_string(), c[1].to_string()))
+            .collect()
+    }
+}
+
+/// The store key (default prefix) of a session cookie value.
+pub fn session_key(cookie: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let id = cookie.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(id)
+        .unwrap();
+    format!("session:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// A Redis store of any kind, built from the `store:` settings the sidecar would use.
+pub fn open_store(
+    backend: session_sidecar::config::StoreBackend,
+    timeout: Duration,
+) -> Arc<dyn session_sidecar::store::SessionStore> {
+    let config = session_sidecar::config::StoreConfig {
+        key_prefix: "session:".into(),
+        timeout,
+        backend,
+    };
+    session_sidecar::store::redis::open(&config)
+        .unwrap_or_else(|e| panic!("store did not open: {e}"))
+}
+
+/// The store-trait semantics every store kind must have (a subset of tests/store_suite.rs,
+/// for the store kinds that need a running topology): load / create / update / regenerate /
+/// destroy / ping, expiry, concurrent writes of different fields, and keys in many slots.
+pub async fn check_store_semantics(
+    store: Arc<dyn session_sidecar::store::SessionStore>,
+    tag: &str,
+) {
+    use session_sidecar::protocol::Change;
+    use session_sidecar::store::now_ms;
+    let k = |name: &str| format!("check:{tag}:{name}");
+    let set = |pairs: &[(&str, &str)]| Change {
+        set: pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+        delete: vec![],
+    };
+    let ttl = Duration::from_secs(60);
+    let now = now_ms();
+
+    store.ping().await.expect("ping");
+    assert_eq!(store.load(&k("missing")).await.unwrap(), None);
+
+    // create, load
+    let fields = vec![
+        ("a".to_string(), "1".to_string()),
+        ("b".to_string(), "\"x\"".to_string()),
+    ];
+    store.create(&k("s1"), &fields, now, ttl).await.unwrap();
+    let rec = store.load(&k("s1")).await.unwrap().expect("created");
+    let mut got = rec.fields.clone();
+    got.sort();
+    assert_eq!(got, fields);
+    assert_eq!(rec.created_ms, now);
+
+    // update: set, delete, untouched fields kept
+    let change = Change {
+        set: vec![("c".into(), "true".into()), ("a".into(), "2".into())],
+        delete: vec!["b".into()],
+    };
+    assert!(store.update(&k("s1"), &change, now + 1, ttl).await.unwrap());
+    let mut got = store.load(&k("s1")).await.unwrap().unwrap().fields;
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("a".to_string(), "2".to_string()),
+            ("c".to_string(), "true".to_string())
+        ]
+    );
+
+    // update of a missing session writes nothing
+    assert!(!store
+        .update(&k("gone"), &set(&[("z", "1")]), now, ttl)
+        .await
+        .unwrap());
+    assert_eq!(store.load(&k("gone")).await.unwrap(), None);
+
+    // regenerate: data and creation time move, the change applies, the old key is gone
+    assert!(store
+        .regenerate(&k("s1"), &k("s1-new"), &set(&[("d", "4")]), now + 2, ttl)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.load(&k("s1")).await.unwrap(),
+        None,
+        "old key dead after regenerate"
+    );
+    let rec = store.load(&k("s1-new")).await.unwrap().expect("moved");
+    let mut got = rec.fields.clone();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("a".to_string(), "2".to_string()),
+            ("c".to_string(), "true".to_string()),
+            ("d".to_string(), "4".to_string())
+        ]
+    );
+    assert_eq!(rec.created_ms, now, "creation time survives regenerate");
+
+    // regenerate of a missing session creates nothing
+    assert!(!store
+        .regenerate(&k("nope"), &k("nope-new"), &set(&[("x", "1")]), now, ttl)
+        .await
+        .unwrap());
+    assert_eq!(store.load(&k("nope-new")).await.unwrap(), None);
+
+    // destroy
+    assert!(store.destroy(&k("s1-new")).await.unwrap());
+    assert!(!store.destroy(&k("s1-new")).await.unwrap());
+    assert_eq!(store.load(&k("s1-new")).await.unwrap(), None);
+
+    // concurrent writes of different fields all land
+    store
+        .create(&k("conc"), &[("base".into(), "0".into())], now, ttl)
+        .await
+        .unwrap();
+    let writes = (0..20).map(|i| {
+        let store = store.clone();
+        let key = k("conc");
+        async move {
+            let change = Change {
+                set: vec![(format!("f{i}"), i.to_string())],
+                delete: vec![],
+            };
+            store.update(&key, &change, now_ms(), ttl).await.unwrap()
+        }
+    });
+    assert!(futures_util::future::join_all(writes)
+        .await
+        .into_iter()
+        .all(|ok| ok));
+    assert_eq!(
+        store.load(&k("conc")).await.unwrap().unwrap().fields.len(),
+        21
+    );
+
+    // many keys (many slots in a cluster)
+    for i in 0..50 {
+        store
+            .create(
+                &k(&format!("many{i}")),
+                &[("i".into(), i.to_string())],
+                now,
+                ttl,
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..50 {
+        let rec = store.load(&k(&format!("many{i}"))).await.unwrap().unwrap();
+        assert_eq!(rec.fields, vec![("i".to_string(), i.to_string())]);
+    }
+
+    // expiry
+    store
+        .create(
+            &k("short"),
+            &[("a".into(), "1".into())],
+            now,
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
+    assert!(store.load(&k("short")).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.load(&k("short")).await.unwrap(), None, "expired");
 }

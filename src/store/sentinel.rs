@@ -1,0 +1,565 @@
+//! Redis Sentinel: the [`Connector`] for `store.kind: redis-sentinel`.
+//!
+//! The sentinels are asked for the address of `master_name`; the sidecar keeps one multiplexed
+//! connection to that master (with the data-node credentials and `db`) and follows a failover
+//! by itself:
+//!
+//! - a connection error (refused, reset, closed) or a `READONLY` reply (the old master came
+//!   back as a replica) drops the connection; the next command asks the sentinels again and
+//!   connects to the master they name, once it answers `ROLE` as a master;
+//! - a command that timed out (or was abandoned at `store.timeout`) makes a background check
+//!   ask the sentinels whether the master moved, so a master that went silent (no reset, e.g.
+//!   a network partition) is also left once the sentinels have failed it over.
+//!
+//! Asking the sentinels is single-flight and rate-limited: while no master is known, at most
+//! one resolution runs per [`RESOLVE_INTERVAL`]; the requests in between fail at once (SPEC §5
+//! answers them) instead of queueing. Each sentinel is asked in parallel; the address most of
+//! them report wins. Credentials for the sentinels (`sentinel_username`/`sentinel_password`)
+//! are separate from those of the data nodes (`username`/`password`). With `rediss://`
+//! sentinel URLs, both the sentinels and the data nodes are reached over TLS, trusting
+//! `ca_file` when given.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError,
+    RedisFuture, RedisResult, ServerErrorKind, Value,
+};
+
+use super::redis::{read_ca_file, Connector};
+use super::StoreError;
+use crate::config::RedisAuth;
+
+/// Least time between two attempts to find the master while none is known.
+pub const RESOLVE_INTERVAL: Duration = Duration::from_millis(100);
+/// Least time between two background checks that the known master is still the master.
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Settings of `store.kind: redis-sentinel`.
+pub struct SentinelSettings<'a> {
+    pub sentinels: &'a [String],
+    pub master_name: &'a str,
+    pub db: i64,
+    pub auth: &'a RedisAuth,
+    pub sentinel_username: Option<&'a str>,
+    pub sentinel_password: Option<&'a str>,
+    pub timeout: Duration,
+}
+
+/// The Sentinel-managed master of `master_name`.
+pub struct Sentinel {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    sentinels: Vec<Client>,
+    master_name: String,
+    node: NodeSettings,
+    timeout: Duration,
+    current: RwLock<Option<Master>>,
+    resolving: tokio::sync::Mutex<()>,
+    last_resolve: Mutex<Option<Instant>>,
+    last_check: Mutex<Option<Instant>>,
+    generation: AtomicU64,
+}
+
+/// How to reach a data node the sentinels name.
+struct NodeSettings {
+    tls: bool,
+    root_cert: Option<Vec<u8>>,
+    db: i64,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Clone)]
+struct Master {
+    conn: MultiplexedConnection,
+    addr: String,
+    generation: u64,
+}
+
+impl Sentinel {
+    /// Checks the sentinel URLs and the CA file; connects nothing yet.
+    pub fn open(settings: SentinelSettings<'_>) -> Result<Sentinel, StoreError> {
+        let bad = |e: RedisError| StoreError::Unavailable(format!("invalid store.sentinels: {e}"));
+        if settings.sentinels.is_empty() {
+            return Err(StoreError::Unavailable("store.sentinels is empty".into()));
+        }
+        let tls = settings.sentinels[0].starts_with("rediss://");
+        if settings
+            .sentinels
+            .iter()
+            .any(|s| s.starts_with("rediss://") != tls)
+        {
+            return Err(StoreError::Unavailable(
+                "store.sentinels must all use redis:// or all use rediss://".into(),
+            ));
+        }
+        let root_cert = match (&settings.auth.ca_file, tls) {
+            (Some(path), true) => Some(read_ca_file(path)?),
+            _ => None,
+        };
+        let mut sentinels = Vec::with_capacity(settings.sentinels.len());
+        for url in settings.sentinels {
+            let info = url.as_str().into_connection_info().map_err(bad)?;
+            // Sentinels have no databases; their credentials are their own.
+            let mut redis = info.redis_settings().clone().set_db(0);
+            if let Some(user) = settings.sentinel_username {
+                redis = redis.set_username(user);
+            }
+            if let Some(password) = settings.sentinel_password {
+                redis = redis.set_password(password);
+            }
+            let info = info.set_redis_settings(redis);
+            sentinels.push(node_client(info, root_cert.as_deref()).map_err(bad)?);
+        }
+        let timeout = settings.timeout.max(Duration::from_millis(1));
+        Ok(Sentinel {
+            shared: Arc::new(Shared {
+                sentinels,
+                master_name: settings.master_name.to_string(),
+                node: NodeSettings {
+                    tls,
+                    root_cert,
+                    db: settings.db,
+                    username: settings.auth.username.clone(),
+                    password: settings.auth.password.clone(),
+                },
+                timeout,
+                current: RwLock::new(None),
+                resolving: tokio::sync::Mutex::new(()),
+                last_resolve: Mutex::new(None),
+                last_check: Mutex::new(None),
+                generation: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+impl Connector for Sentinel {
+    type Conn = SentinelConn;
+
+    fn connection(&self) -> Result<SentinelConn, StoreError> {
+        Ok(SentinelConn {
+            shared: self.shared.clone(),
+        })
+    }
+}
+
+/// A handle on "the current master": each command goes to the master known at that moment,
+/// which is looked up through the sentinels when none is known.
+#[derive(Clone)]
+pub struct SentinelConn {
+    shared: Arc<Shared>,
+}
+
+impl ConnectionLike for SentinelConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let master = self.shared.master().await?;
+            let mut conn = master.conn.clone();
+            let mut watch = InFlight::new(&self.shared, master.generation);
+            let result = conn.req_packed_command(cmd).await;
+            watch.finished(match &result {
+                Ok(value) => Verdict::of_value(value),
+                Err(e) => Verdict::of_error(e),
+            });
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let master = self.shared.master().await?;
+            let mut conn = master.conn.clone();
+            let mut watch = InFlight::new(&self.shared, master.generation);
+            let result = conn.req_packed_commands(pipeline, offset, count).await;
+            watch.finished(match &result {
+                Ok(values) => values
+                    .iter()
+                    .map(Verdict::of_value)
+                    .max()
+                    .unwrap_or(Verdict::Fine),
+                Err(e) => Verdict::of_error(e),
+            });
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.shared.node.db
+    }
+}
+
+/// What a command's outcome says about the master connection (ordered by severity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Verdict {
+    Fine,
+    /// No answer in time: check with the sentinels, keep the connection meanwhile.
+    Suspect,
+    /// The connection is broken or the node is no longer the master: find the master again.
+    Stale,
+}
+
+impl Verdict {
+    fn of_value(value: &Value) -> Verdict {
+        match value {
+            Value::ServerError(e) if e.code() == "READONLY" => Verdict::Stale,
+            _ => Verdict::Fine,
+        }
+    }
+
+    fn of_error(e: &RedisError) -> Verdict {
+        if e.is_timeout() {
+            Verdict::Suspect
+        } else if e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+            || e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+        {
+            Verdict::Stale
+        } else {
+            Verdict::Fine
+        }
+    }
+}
+
+/// Watches one command on a master connection. Dropped before [`InFlight::finished`] (the
+/// store's timeout gave up on it), it counts as a timeout.
+struct InFlight<'a> {
+    shared: &'a Arc<Shared>,
+    generation: u64,
+    done: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(shared: &'a Arc<Shared>, generation: u64) -> InFlight<'a> {
+        InFlight {
+            shared,
+            generation,
+            done: false,
+        }
+    }
+
+    fn finished(&mut self, verdict: Verdict) {
+        self.done = true;
+        match verdict {
+            Verdict::Fine => {}
+            Verdict::Suspect => self.shared.suspect(self.generation),
+            Verdict::Stale => self
+                .shared
+                .forget(self.generation, "connection lost or not the master"),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.suspect(self.generation);
+        }
+    }
+}
+
+fn no_master(detail: String) -> RedisError {
+    RedisError::from((ErrorKind::Io, "no Redis master known", detail))
+}
+
+impl Shared {
+    fn current(&self) -> Option<Master> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The master connection, found through the sentinels when none is known.
+    async fn master(&self) -> RedisResult<Master> {
+        if let Some(m) = self.current() {
+            return Ok(m);
+        }
+        let _single_flight = self.resolving.lock().await;
+        if let Some(m) = self.current() {
+            return Ok(m);
+        }
+        {
+            let mut last = self.last_resolve.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(at) = *last {
+                if at.elapsed() < RESOLVE_INTERVAL {
+                    return Err(no_master("the sentinels were asked a moment ago".into()));
+                }
+            }
+            *last = Some(Instant::now());
+        }
+        let (addr, conn) = match tokio::time::timeout(self.timeout, self.resolve()).await {
+            Ok(result) => result?,
+            Err(_) => return Err(no_master("the sentinels did not answer in time".into())),
+        };
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let master = Master {
+            conn,
+            addr,
+            generation,
+        };
+        tracing::info!(master = %master.addr, name = %self.master_name, "connected to the Redis master named by the sentinels");
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(master.clone());
+        Ok(master)
+    }
+
+    /// Drops the master connection of this generation, so the next command resolves again.
+    fn forget(&self, generation: u64, why: &str) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|m| m.generation == generation) {
+            let old = current.take().map(|m| m.addr).unwrap_or_default();
+            tracing::warn!(master = %old, why, "leaving the Redis master; asking the sentinels again");
+        }
+    }
+
+    /// A command on this generation's connection timed out: ask the sentinels in the
+    /// background (rate-limited) whether the master moved.
+    fn suspect(self: &Arc<Self>, generation: u64) {
+        {
+            let mut last = self.last_check.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < CHECK_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shared = self.clone();
+        runtime.spawn(async move {
+            let Some(current) = shared.current().filter(|m| m.generation == generation) else {
+                return;
+            };
+            if let Ok(Ok(votes)) =
+                tokio::time::timeout(shared.timeout, shared.ask_sentinels()).await
+            {
+                if votes.first().is_some_and(|(addr, _)| *addr != current.addr) {
+                    shared.forget(generation, "the sentinels name another master");
+                }
+            }
+        });
+    }
+
+    /// Asks every sentinel at once for the master's address; returns the addresses named,
+    /// most votes first. Stops listening once a majority agrees.
+    async fn ask_sentinels(&self) -> RedisResult<Vec<(String, usize)>> {
+        let config = self.connection_config();
+        let mut asks = tokio::task::JoinSet::new();
+        for client in &self.sentinels {
+            let client = client.clone();
+            let config = config.clone();
+            let name = self.master_name.clone();
+            asks.spawn(async move {
+                let mut conn = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                let addr: Option<(String, String)> = redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(&name)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok::<_, RedisError>(addr)
+            });
+        }
+        let majority = self.sentinels.len() / 2 + 1;
+        let mut votes: HashMap<String, usize> = HashMap::new();
+        let mut order: Vec<String> = Vec::new();
+        let mut last_err = None;
+        while let Some(joined) = asks.join_next().await {
+            match joined {
+                Ok(Ok(Some((host, port)))) => {
+                    let addr = join_host_port(&host, &port);
+                    let n = votes.entry(addr.clone()).or_insert(0);
+                    *n += 1;
+                    if *n == 1 {
+                        order.push(addr);
+                    }
+                    if *n >= majority {
+                        break;
+                    }
+                }
+                Ok(Ok(None)) => {
+                    last_err = Some(RedisError::from((
+                        ErrorKind::MasterNameNotFoundBySentinel,
+                        "a sentinel does not know the master name",
+                        self.master_name.clone(),
+                    )))
+                }
+                Ok(Err(e)) => last_err = Some(e),
+                Err(e) => last_err = Some(no_master(format!("sentinel query failed: {e}"))),
+            }
+        }
+        if order.is_empty() {
+            return Err(last_err.unwrap_or_else(|| no_master("no sentinel answered".into())));
+        }
+        // Stable: among equal votes, the first answer first.
+        let mut ranked: Vec<(String, usize)> = order
+            .into_iter()
+            .map(|a| {
+                let n = votes[&a];
+                (a, n)
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1));
+        Ok(ranked)
+    }
+
+    /// Finds the master: the address the sentinels name that answers `ROLE` as a master.
+    async fn resolve(&self) -> RedisResult<(String, MultiplexedConnection)> {
+        let candidates = self.ask_sentinels().await?;
+        let mut last_err = None;
+        for (addr, _) in candidates {
+            match self.connect_master(&addr).await {
+                Ok(conn) => return Ok((addr, conn)),
+                Err(e) => {
+                    tracing::debug!(master = %addr, error = %e, "candidate master refused");
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| no_master("no candidate".into())))
+    }
+
+    async fn connect_master(&self, addr: &str) -> RedisResult<MultiplexedConnection> {
+        let scheme = if self.node.tls { "rediss" } else { "redis" };
+        let info = format!("{scheme}://{addr}/{}", self.node.db).into_connection_info()?;
+        let mut redis = info.redis_settings().clone();
+        if let Some(user) = &self.node.username {
+            redis = redis.set_username(user);
+        }
+        if let Some(password) = &self.node.password {
+            redis = redis.set_password(password);
+        }
+        let client = node_client(
+            info.set_redis_settings(redis),
+            self.node.root_cert.as_deref(),
+        )?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&self.connection_config())
+            .await?;
+        let role: redis::Role = redis::cmd("ROLE").query_async(&mut conn).await?;
+        match role {
+            redis::Role::Primary { .. } => Ok(conn),
+            _ => Err(RedisError::from((
+                ErrorKind::Server(ServerErrorKind::ReadOnly),
+                "the node the sentinels name is not a master (yet)",
+            ))),
+        }
+    }
+
+    fn connection_config(&self) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 host.
+fn join_host_port(host: &str, port: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A client for one node, trusting `root_cert` for TLS when given.
+fn node_client(info: redis::ConnectionInfo, root_cert: Option<&[u8]>) -> RedisResult<Client> {
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    match root_cert {
+        Some(pem) if tls => Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        ),
+        _ => Client::open(info),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings<'a>(sentinels: &'a [String], auth: &'a RedisAuth) -> SentinelSettings<'a> {
+        SentinelSettings {
+            sentinels,
+            master_name: "mymaster",
+            db: 0,
+            auth,
+            sentinel_username: None,
+            sentinel_password: None,
+            timeout: Duration::from_millis(200),
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let readonly =
+            redis::parse_redis_value(b"-READONLY You can't write against a read only replica.\r\n")
+                .unwrap();
+        assert_eq!(Verdict::of_value(&readonly), Verdict::Stale);
+        assert_eq!(Verdict::of_value(&Value::Okay), Verdict::Fine);
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(Verdict::of_error(&refused), Verdict::Stale);
+        let timed_out = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert_eq!(Verdict::of_error(&timed_out), Verdict::Suspect);
+        let other = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "WRONGTYPE",
+        ));
+        assert_eq!(Verdict::of_error(&other), Verdict::Fine);
+    }
+
+    #[test]
+    fn ipv6_hosts_get_brackets() {
+        assert_eq!(join_host_port("10.0.0.1", "6379"), "10.0.0.1:6379");
+        assert_eq!(join_host_port("::1", "6379"), "[::1]:6379");
+    }
+
+    #[test]
+    fn mixed_tls_is_refused() {
+        let auth = RedisAuth::default();
+        let mixed = vec![
+            "redis://127.0.0.1:1".to_string(),
+            "rediss://127.0.0.1:2".to_string(),
+        ];
+        assert!(Sentinel::open(settings(&mixed, &auth)).is_err());
+        let plain = vec!["redis://127.0.0.1:1".to_string()];
+        assert!(Sentinel::open(settings(&plain, &auth)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn unreachable_sentinels_fail_fast_and_rate_limit() {
+        let auth = RedisAuth::default();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let urls = vec![format!("redis://127.0.0.1:{port}")];
+        let sentinel = Sentinel::open(settings(&urls, &auth)).unwrap();
+        let mut conn = sentinel.connection().unwrap();
+        let start = Instant::now();
+        let first: RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+        assert!(first.is_err());
+        let second: RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+        let err = second.unwrap_err();
+        assert!(err.to_string().contains("a moment ago"), "{err}");
+        assert!(start.elapsed() < Duration::from_millis(200));
+    }
+}
