@@ -10,7 +10,11 @@ use crate::config::{LogConfig, LogFormat};
 /// Installs the global subscriber. Safe to call once; later calls are ignored.
 pub fn init(config: &LogConfig) {
     let level = LevelFilter::from_level(config.level);
-    let builder = fmt().with_max_level(level).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt()
+        .with_max_level(level)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     let _ = match config.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -13,6 +13,20 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// The `op` label values of the store metrics.
+pub const STORE_OPS: &[&str] = &[
+    "load",
+    "create",
+    "update",
+    "regenerate",
+    "destroy",
+    "ping",
+    "index_add",
+    "index_remove",
+    "user_sessions",
+    "destroy_many",
+];
+
 /// The sidecar's metrics. Counters are pre-resolved per label where the label set is fixed,
 /// so the request path does no label lookup.
 pub struct Metrics {
@@ -150,14 +164,20 @@ impl Metrics {
             .register(Box::new(in_flight.clone()))
             .expect("unique metric");
 
+        // Series the sidecar itself answers with exist from the start, so dashboards and
+        // alerts see zero rather than nothing.
+        for code in ["200", "431", "502", "503"] {
+            requests.with_label_values(&[code]);
+        }
         for reason in ["malformed", "bad_signature", "expired"] {
             cookies_rejected.with_label_values(&[reason]);
         }
         for reason in ["malformed", "reserved_key", "too_large"] {
             set_rejected.with_label_values(&[reason]);
         }
-        for op in ["load", "create", "update", "regenerate", "destroy", "ping"] {
+        for op in STORE_OPS {
             store_errors.with_label_values(&[op]);
+            store_duration.with_label_values(&[op]);
         }
         for reason in ["app", "destroy_all", "admin"] {
             sessions_destroyed.with_label_values(&[reason]);

@@ -140,6 +140,9 @@ impl Finisher {
     }
 }
 
+/// How long nothing must be in flight before a stopping sidecar exits.
+const QUIET_PERIOD: Duration = Duration::from_millis(250);
+
 fn spawn_drain_watcher(
     server: &Server,
     in_flight: InFlight,
@@ -150,9 +153,17 @@ fn spawn_drain_watcher(
     std::thread::spawn(move || loop {
         match phases.blocking_recv() {
             Ok(ExecutionPhase::ShutdownStarted) => {
+                // A connection accepted just before the listener closed may not have sent its
+                // request yet: require a short quiet period with nothing in flight.
                 let deadline = Instant::now() + grace;
-                while in_flight.count() > 0 && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
+                let mut quiet_since = Instant::now();
+                while Instant::now() < deadline {
+                    if in_flight.count() > 0 {
+                        quiet_since = Instant::now();
+                    } else if quiet_since.elapsed() >= QUIET_PERIOD {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
                 let left = in_flight.count();
                 if left > 0 {

@@ -4,24 +4,27 @@
 //! connection to that master (with the data-node credentials and `db`) and follows a failover
 //! by itself:
 //!
-//! - a connection error (refused, reset, closed) or a `READONLY` reply (the old master came
-//!   back as a replica) drops the connection; the next command asks the sentinels again and
-//!   connects to the master they name, once it answers `ROLE` as a master;
-//! - a command that timed out (or was abandoned at `store.timeout`) makes a background check
-//!   ask the sentinels whether the master moved, so a master that went silent (no reset, e.g.
-//!   a network partition) is also left once the sentinels have failed it over.
+//! - a connection error (refused, reset, closed: the master died, or Sentinel demoted it and
+//!   killed its clients) or a `READONLY` reply (the node is a replica now) drops the
+//!   connection; the next command asks the sentinels again and connects to the master they
+//!   name, once that node answers `ROLE` as a master. A command refused with `READONLY` wrote
+//!   nothing, so it is retried once on the new master;
+//! - a background watch asks the sentinels every [`WATCH_PERIOD`] which node is the master,
+//!   and leaves the current one when they name another. This covers what errors cannot show:
+//!   a master that went silent (a partition: only timeouts, no reset), and a graceful
+//!   failover, where the old master keeps accepting writes until Sentinel demotes it.
 //!
 //! Asking the sentinels is single-flight and rate-limited: while no master is known, at most
 //! one resolution runs per [`RESOLVE_INTERVAL`]; the requests in between fail at once (SPEC §5
-//! answers them) instead of queueing. Each sentinel is asked in parallel; the address most of
-//! them report wins. Credentials for the sentinels (`sentinel_username`/`sentinel_password`)
-//! are separate from those of the data nodes (`username`/`password`). With `rediss://`
-//! sentinel URLs, both the sentinels and the data nodes are reached over TLS, trusting
-//! `ca_file` when given.
+//! answers them) instead of queueing. All sentinels are asked in parallel over cached
+//! connections; the address most of them report wins. Credentials for the sentinels
+//! (`sentinel_username`/`sentinel_password`) are separate from those of the data nodes
+//! (`username`/`password`). With `rediss://` sentinel URLs, both the sentinels and the data
+//! nodes are reached over TLS, trusting `ca_file` when given.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -36,8 +39,8 @@ use crate::config::RedisAuth;
 
 /// Least time between two attempts to find the master while none is known.
 pub const RESOLVE_INTERVAL: Duration = Duration::from_millis(100);
-/// Least time between two background checks that the known master is still the master.
-pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the background watch asks the sentinels whether the master moved.
+pub const WATCH_PERIOD: Duration = Duration::from_secs(1);
 
 /// Settings of `store.kind: redis-sentinel`.
 pub struct SentinelSettings<'a> {
@@ -57,14 +60,16 @@ pub struct Sentinel {
 
 struct Shared {
     sentinels: Vec<Client>,
+    /// One cached connection per sentinel (same order), made on demand.
+    sentinel_conns: Arc<Mutex<Vec<Option<MultiplexedConnection>>>>,
     master_name: String,
     node: NodeSettings,
     timeout: Duration,
     current: RwLock<Option<Master>>,
     resolving: tokio::sync::Mutex<()>,
     last_resolve: Mutex<Option<Instant>>,
-    last_check: Mutex<Option<Instant>>,
     generation: AtomicU64,
+    watching: AtomicBool,
 }
 
 /// How to reach a data node the sentinels name.
@@ -121,6 +126,7 @@ impl Sentinel {
         let timeout = settings.timeout.max(Duration::from_millis(1));
         Ok(Sentinel {
             shared: Arc::new(Shared {
+                sentinel_conns: Arc::new(Mutex::new(vec![None; sentinels.len()])),
                 sentinels,
                 master_name: settings.master_name.to_string(),
                 node: NodeSettings {
@@ -134,8 +140,8 @@ impl Sentinel {
                 current: RwLock::new(None),
                 resolving: tokio::sync::Mutex::new(()),
                 last_resolve: Mutex::new(None),
-                last_check: Mutex::new(None),
                 generation: AtomicU64::new(0),
+                watching: AtomicBool::new(false),
             }),
         })
     }
@@ -145,6 +151,7 @@ impl Connector for Sentinel {
     type Conn = SentinelConn;
 
     fn connection(&self) -> Result<SentinelConn, StoreError> {
+        self.shared.watch();
         Ok(SentinelConn {
             shared: self.shared.clone(),
         })
@@ -161,15 +168,23 @@ pub struct SentinelConn {
 impl ConnectionLike for SentinelConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let master = self.shared.master().await?;
-            let mut conn = master.conn.clone();
-            let mut watch = InFlight::new(&self.shared, master.generation);
-            let result = conn.req_packed_command(cmd).await;
-            watch.finished(match &result {
-                Ok(value) => Verdict::of_value(value),
-                Err(e) => Verdict::of_error(e),
-            });
-            result
+            let mut retried = false;
+            loop {
+                let master = self.shared.master().await?;
+                let result = master.conn.clone().req_packed_command(cmd).await;
+                let verdict = match &result {
+                    Ok(value) => Verdict::of_value(value),
+                    Err(e) => Verdict::of_error(e),
+                };
+                if verdict != Verdict::Fine {
+                    self.shared.forget(master.generation, verdict.why());
+                }
+                if verdict == Verdict::ReadOnly && !retried {
+                    retried = true;
+                    continue;
+                }
+                return result;
+            }
         })
     }
 
@@ -181,17 +196,22 @@ impl ConnectionLike for SentinelConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             let master = self.shared.master().await?;
-            let mut conn = master.conn.clone();
-            let mut watch = InFlight::new(&self.shared, master.generation);
-            let result = conn.req_packed_commands(pipeline, offset, count).await;
-            watch.finished(match &result {
+            let result = master
+                .conn
+                .clone()
+                .req_packed_commands(pipeline, offset, count)
+                .await;
+            let verdict = match &result {
                 Ok(values) => values
                     .iter()
                     .map(Verdict::of_value)
                     .max()
                     .unwrap_or(Verdict::Fine),
                 Err(e) => Verdict::of_error(e),
-            });
+            };
+            if verdict != Verdict::Fine {
+                self.shared.forget(master.generation, verdict.why());
+            }
             result
         })
     }
@@ -201,72 +221,42 @@ impl ConnectionLike for SentinelConn {
     }
 }
 
-/// What a command's outcome says about the master connection (ordered by severity).
+/// What a command's outcome says about the master connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Verdict {
     Fine,
-    /// No answer in time: check with the sentinels, keep the connection meanwhile.
-    Suspect,
-    /// The connection is broken or the node is no longer the master: find the master again.
-    Stale,
+    /// The connection is broken: find the master again.
+    Broken,
+    /// The node is a replica now (nothing was written): find the master again.
+    ReadOnly,
 }
 
 impl Verdict {
     fn of_value(value: &Value) -> Verdict {
         match value {
-            Value::ServerError(e) if e.code() == "READONLY" => Verdict::Stale,
+            Value::ServerError(e) if e.code() == "READONLY" => Verdict::ReadOnly,
             _ => Verdict::Fine,
         }
     }
 
     fn of_error(e: &RedisError) -> Verdict {
-        if e.is_timeout() {
-            Verdict::Suspect
-        } else if e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
-            || e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-        {
-            Verdict::Stale
+        if e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly) {
+            Verdict::ReadOnly
+        } else if e.is_timeout() {
+            // Slow is not broken: the watch finds out if the master moved.
+            Verdict::Fine
+        } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+            Verdict::Broken
         } else {
             Verdict::Fine
         }
     }
-}
 
-/// Watches one command on a master connection. Dropped before [`InFlight::finished`] (the
-/// store's timeout gave up on it), it counts as a timeout.
-struct InFlight<'a> {
-    shared: &'a Arc<Shared>,
-    generation: u64,
-    done: bool,
-}
-
-impl<'a> InFlight<'a> {
-    fn new(shared: &'a Arc<Shared>, generation: u64) -> InFlight<'a> {
-        InFlight {
-            shared,
-            generation,
-            done: false,
-        }
-    }
-
-    fn finished(&mut self, verdict: Verdict) {
-        self.done = true;
-        match verdict {
-            Verdict::Fine => {}
-            Verdict::Suspect => self.shared.suspect(self.generation),
-            Verdict::Stale => self
-                .shared
-                .forget(self.generation, "connection lost or not the master"),
-        }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.shared.suspect(self.generation);
+    fn why(self) -> &'static str {
+        match self {
+            Verdict::Fine => "",
+            Verdict::Broken => "connection lost",
+            Verdict::ReadOnly => "the node is a replica now",
         }
     }
 }
@@ -325,53 +315,70 @@ impl Shared {
         }
     }
 
-    /// A command on this generation's connection timed out: ask the sentinels in the
-    /// background (rate-limited) whether the master moved.
-    fn suspect(self: &Arc<Self>, generation: u64) {
-        {
-            let mut last = self.last_check.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|at| at.elapsed() < CHECK_INTERVAL) {
-                return;
-            }
-            *last = Some(Instant::now());
+    /// Starts the background watch once, on the runtime of the first operation. It ends
+    /// when the store is dropped.
+    fn watch(self: &Arc<Self>) {
+        if self.watching.load(Ordering::Relaxed) {
+            return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let shared = self.clone();
+        if self.watching.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak: Weak<Shared> = Arc::downgrade(self);
         runtime.spawn(async move {
-            let Some(current) = shared.current().filter(|m| m.generation == generation) else {
-                return;
-            };
-            if let Ok(Ok(votes)) =
-                tokio::time::timeout(shared.timeout, shared.ask_sentinels()).await
-            {
-                if votes.first().is_some_and(|(addr, _)| *addr != current.addr) {
-                    shared.forget(generation, "the sentinels name another master");
+            loop {
+                tokio::time::sleep(WATCH_PERIOD).await;
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                let Some(current) = shared.current() else {
+                    continue;
+                };
+                let asked = tokio::time::timeout(shared.timeout, shared.ask_sentinels()).await;
+                if let Ok(Ok(votes)) = asked {
+                    if votes.first().is_some_and(|(addr, _)| *addr != current.addr) {
+                        shared.forget(current.generation, "the sentinels name another master");
+                    }
                 }
             }
         });
     }
 
     /// Asks every sentinel at once for the master's address; returns the addresses named,
-    /// most votes first. Stops listening once a majority agrees.
+    /// most votes first (among equal votes, the first answer first). Stops listening once a
+    /// majority agrees.
     async fn ask_sentinels(&self) -> RedisResult<Vec<(String, usize)>> {
         let config = self.connection_config();
         let mut asks = tokio::task::JoinSet::new();
-        for client in &self.sentinels {
+        for (i, client) in self.sentinels.iter().enumerate() {
             let client = client.clone();
             let config = config.clone();
             let name = self.master_name.clone();
+            let cache = self.sentinel_conns.clone();
             asks.spawn(async move {
-                let mut conn = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
-                let addr: Option<(String, String)> = redis::cmd("SENTINEL")
+                let cached = cache.lock().unwrap_or_else(|e| e.into_inner())[i].clone();
+                let mut conn = match cached {
+                    Some(conn) => conn,
+                    None => {
+                        let conn = client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?;
+                        cache.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(conn.clone());
+                        conn
+                    }
+                };
+                let addr: RedisResult<Option<(String, String)>> = redis::cmd("SENTINEL")
                     .arg("GET-MASTER-ADDR-BY-NAME")
                     .arg(&name)
                     .query_async(&mut conn)
-                    .await?;
-                Ok::<_, RedisError>(addr)
+                    .await;
+                if addr.is_err() {
+                    cache.lock().unwrap_or_else(|e| e.into_inner())[i] = None;
+                }
+                addr
             });
         }
         let majority = self.sentinels.len() / 2 + 1;
@@ -405,7 +412,6 @@ impl Shared {
         if order.is_empty() {
             return Err(last_err.unwrap_or_else(|| no_master("no sentinel answered".into())));
         }
-        // Stable: among equal votes, the first answer first.
         let mut ranked: Vec<(String, usize)> = order
             .into_iter()
             .map(|a| {
@@ -512,12 +518,14 @@ mod tests {
         let readonly =
             redis::parse_redis_value(b"-READONLY You can't write against a read only replica.\r\n")
                 .unwrap();
-        assert_eq!(Verdict::of_value(&readonly), Verdict::Stale);
+        assert_eq!(Verdict::of_value(&readonly), Verdict::ReadOnly);
         assert_eq!(Verdict::of_value(&Value::Okay), Verdict::Fine);
         let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert_eq!(Verdict::of_error(&refused), Verdict::Stale);
+        assert_eq!(Verdict::of_error(&refused), Verdict::Broken);
+        let closed = RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert_eq!(Verdict::of_error(&closed), Verdict::Broken);
         let timed_out = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
-        assert_eq!(Verdict::of_error(&timed_out), Verdict::Suspect);
+        assert_eq!(Verdict::of_error(&timed_out), Verdict::Fine);
         let other = RedisError::from((
             ErrorKind::Server(ServerErrorKind::ResponseError),
             "WRONGTYPE",

@@ -353,6 +353,8 @@ pub struct Settings {
     pub session_extra: String,
     /// Raw YAML appended inside `cookie:`.
     pub cookie_extra: String,
+    /// `log.format`.
+    pub log_format: &'static str,
 }
 
 impl Settings {
@@ -379,6 +381,7 @@ impl Settings {
             extra: String::new(),
             session_extra: String::new(),
             cookie_extra: String::new(),
+            log_format: "text",
         }
     }
 
@@ -410,7 +413,7 @@ impl Settings {
              session:\n  idle_timeout: {}\n  absolute_timeout: {}\n  max_bytes: {}\n{}\
              store:\n{store}  timeout: {}\n\
              on_store_error: {}\n\
-             log:\n  level: info\n  access: true\n\
+             log:\n  level: info\n  access: true\n  format: {}\n\
              {}",
             secrets.join(", "),
             self.cookie_extra,
@@ -424,6 +427,7 @@ impl Settings {
             } else {
                 "fail_closed"
             },
+            self.log_format,
             self.extra,
         )
     }
@@ -508,6 +512,36 @@ impl Sidecar {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Starts a second process on the same configuration that takes over the listening
+    /// sockets of this one once it gets SIGQUIT (the zero-downtime restart).
+    pub fn spawn_upgrade(&self) -> Child {
+        let log = std::fs::File::create(self.log_path.with_extension("upgrade.log")).unwrap();
+        Command::new(binary())
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--upgrade-sock")
+            .arg(self.log_path.with_extension("sock"))
+            .arg("--upgrade")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits for this process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+        false
     }
 
     pub fn pid(&self) -> u32 {
@@ -1143,7 +1177,7 @@ impl RedisCluster {
                 "--cluster-port",
                 &bus,
                 "--cluster-require-full-coverage",
-                "yes",
+                "no",
                 "--appendonly",
                 "yes",
             ];
