@@ -238,7 +238,9 @@ impl SessionProxy {
 
     fn request_header_bytes(session: &Session) -> usize {
         let req = session.req_header();
-        let mut total = req.method.as_str().len() + req.uri.to_string().len() + 12;
+        let uri_len = req.uri.path_and_query().map_or(1, |p| p.as_str().len())
+            + req.uri.authority().map_or(0, |a| a.as_str().len());
+        let mut total = req.method.as_str().len() + uri_len + 12;
         for (name, value) in req.headers.iter() {
             total += name.as_str().len() + value.len() + 4;
         }
@@ -620,6 +622,33 @@ impl SessionProxy {
         self.codec.max_age().map(|_| self.codec.set_cookie(id))
     }
 
+    /// The session cookie belongs to the sidecar: a `Set-Cookie` for its name from the app
+    /// (careless or compromised) is dropped, so the app cannot fix a client's session.
+    fn strip_app_session_cookie(&self, resp: &mut ResponseHeader) -> Result<()> {
+        let name = self.codec.name().as_bytes();
+        let is_ours = |v: &HeaderValue| {
+            let b = v.as_bytes();
+            let end = b.iter().position(|c| *c == b'=').unwrap_or(b.len());
+            b[..end].trim_ascii() == name
+        };
+        if !resp.headers.get_all(SET_COOKIE).iter().any(is_ours) {
+            return Ok(());
+        }
+        let kept: Vec<HeaderValue> = resp
+            .headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter(|v| !is_ours(v))
+            .cloned()
+            .collect();
+        tracing::warn!("dropped the app's Set-Cookie for the session cookie");
+        resp.remove_header(&SET_COOKIE);
+        for v in kept {
+            resp.append_header(SET_COOKIE, v)?;
+        }
+        Ok(())
+    }
+
     /// Sends an empty response with proper framing.
     async fn respond_empty(session: &mut Session, code: u16, retry_after: bool) -> Result<()> {
         let mut resp = ResponseHeader::build(code, Some(3))?;
@@ -771,6 +800,7 @@ impl ProxyHttp for SessionProxy {
         for name in strip_reserved(&resp.headers) {
             resp.remove_header(&name);
         }
+        self.strip_app_session_cookie(resp)?;
         if let Some(value) = set_cookie {
             resp.append_header(SET_COOKIE, value)?;
             mark_private(resp)?;

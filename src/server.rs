@@ -100,6 +100,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             AdminApp::new(store.clone(), metrics.clone(), sessions),
         );
         admin.add_tcp(&admin_addr.to_string());
+        admin.threads = Some(1);
         server.add_service(admin);
     }
 

@@ -584,3 +584,34 @@ async fn max_age_cookie_is_refreshed_only_when_the_expiry_is() {
     assert_eq!(r.session(), json!({"a": 1}));
     let _: Value = Value::Null;
 }
+
+#[tokio::test]
+async fn the_app_cannot_set_the_session_cookie_itself() {
+    let (_redis, _backend, sidecar) = setup().await;
+    let mut client = Client::new(&sidecar);
+    let r = client
+        .get(
+            "/",
+            &[
+                ("x-reply-set-cookie", "sid=attacker-chosen; Path=/"),
+                ("x-reply-set-cookie", "theme=dark; Path=/"),
+            ],
+        )
+        .await;
+    assert_eq!(r.set_cookies(), vec!["theme=dark; Path=/".to_string()]);
+    assert!(client.cookie.is_none());
+    // Its other cookies stay beside the sidecar's own.
+    let r = client
+        .get(
+            "/",
+            &[
+                ("x-reply-set-cookie", "theme=light"),
+                ("x-reply-x-session-set", r#"{"a":1}"#),
+            ],
+        )
+        .await;
+    let cookies = r.set_cookies();
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    assert!(cookies.iter().any(|c| c == "theme=light"));
+    assert!(client.cookie.is_some());
+}
