@@ -319,21 +319,18 @@ async fn sentinel_failover_is_followed_by_the_sidecar_by_itself() {
         gap.slowest
     );
     assert_eq!(set.master.role().as_deref(), Some("master"));
-    let start = Instant::now();
-    assert!(
-        wait_until(Duration::from_secs(30), || set.replica.role().as_deref()
-            == Some("slave")),
-        "Sentinel demoted the other node"
-    );
-    eprintln!(
-        "sentinel: the demoted master became a replica {:?} after the sidecar had switched",
-        start.elapsed()
-    );
+    // Sentinel demotes the other node only seconds later (about 9 s here); until then it
+    // still takes writes, which it will drop. The sidecar already writes to the new master.
     for (i, c) in clients.iter_mut().enumerate() {
         assert_eq!(c.set(r#"{"back":1}"#).await.status, 200);
         let s = c.session().await;
         assert_eq!(s["n"], json!(i));
         assert_eq!(s["back"], json!(1));
+        let key = session_key(c.cookie.as_ref().unwrap());
+        assert_eq!(
+            set.master.cli(&["HGET", &key, "back"]).unwrap().trim(),
+            "1",
+            "the write reached the master the sentinels name"
+        );
     }
-    assert_eq!(set.master.keys("session:*").len(), 20);
 }

@@ -47,7 +47,10 @@ fuzz_target!(|data: &[u8]| {
     if let Some(rest) = &split.rest {
         for pair in rest.split(|b| *b == b';') {
             let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
-            assert!(name.trim_ascii() != NAME.as_bytes(), "session cookie forwarded");
+            assert!(
+                name.trim_ascii() != NAME.as_bytes(),
+                "session cookie forwarded"
+            );
         }
     }
     assert_eq!(split.found, !split.candidates.is_empty());

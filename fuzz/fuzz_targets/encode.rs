@@ -24,13 +24,19 @@ fuzz_target!(|data: &[u8]| {
         .map(|c| (c[0].as_str(), c.get(1).map_or("", |s| s.as_str())))
         .collect();
     let encoded = encode_session(fields.iter().map(|(k, v)| (*k, *v)));
-    assert!(encoded.bytes().all(|b| (0x20..0x7f).contains(&b)), "{encoded:?}");
+    assert!(
+        encoded.bytes().all(|b| (0x20..0x7f).contains(&b)),
+        "{encoded:?}"
+    );
     assert!(http::HeaderValue::from_str(&encoded).is_ok());
     let map = match serde_json::from_str::<Value>(&encoded) {
         Ok(Value::Object(map)) => map,
         other => panic!("X-Session is not a JSON object: {encoded:?} {other:?}"),
     };
-    let visible: Vec<_> = fields.iter().filter(|(k, _)| !k.starts_with("__")).collect();
+    let visible: Vec<_> = fields
+        .iter()
+        .filter(|(k, _)| !k.starts_with("__"))
+        .collect();
     assert_eq!(map.len(), visible.len(), "{encoded:?}");
     for (k, v) in visible {
         let seen = &map[*k];
@@ -38,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
             Ok(parsed) => {
                 assert_eq!(seen, &parsed, "{v:?}");
                 if is_canonical_json(v) {
-                    assert!(encoded.contains(*v), "canonical values are spliced as stored");
+                    assert!(
+                        encoded.contains(*v),
+                        "canonical values are spliced as stored"
+                    );
                 }
             }
             Err(_) => assert_eq!(seen, &Value::String(v.to_string()), "{v:?}"),
@@ -48,6 +57,9 @@ fuzz_target!(|data: &[u8]| {
     for part in &parts {
         let json = to_ascii_json(&Value::String(part.clone()));
         assert!(is_canonical_json(&json), "{json:?}");
-        assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), Value::String(part.clone()));
+        assert_eq!(
+            serde_json::from_str::<Value>(&json).unwrap(),
+            Value::String(part.clone())
+        );
     }
 });

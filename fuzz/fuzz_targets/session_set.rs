@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
     ];
     let merged = change.merged(&current);
     let encoded = encode_session(merged.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    assert!(encoded.bytes().all(|b| (0x20..0x7f).contains(&b)), "{encoded:?}");
+    assert!(
+        encoded.bytes().all(|b| (0x20..0x7f).contains(&b)),
+        "{encoded:?}"
+    );
     assert!(http::HeaderValue::from_str(&encoded).is_ok());
     let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&encoded) else {
         panic!("X-Session is not a JSON object: {encoded:?}");
