@@ -15,7 +15,7 @@ use pingora::server::{ExecutionPhase, RunArgs, Server};
 use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, SessionApi};
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 use crate::metrics::Metrics;
 use crate::proxy::{InFlight, SessionProxy};
 use crate::store::Store;
@@ -87,6 +87,14 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     server.add_service(proxy_service);
 
     if let Some(admin_addr) = config.admin_listen {
+        // Redis connections are driven by the runtime that first uses them: the admin
+        // listener gets its own, so probes never put the proxy's Redis traffic on the admin
+        // thread. The memory store is one shared map.
+        let admin_store = match config.store.backend {
+            StoreBackend::Memory { .. } => store.clone(),
+            _ => Store::from_config(&config.store, metrics.clone())
+                .map_err(|e| format!("store: {e}"))?,
+        };
         let sessions = config.admin.token.as_deref().map(|token| {
             SessionApi::new(
                 token,
@@ -97,7 +105,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         });
         let mut admin = Service::new(
             "session-sidecar admin".to_string(),
-            AdminApp::new(store.clone(), metrics.clone(), sessions),
+            AdminApp::new(admin_store, metrics.clone(), sessions),
         );
         admin.add_tcp(&admin_addr.to_string());
         admin.threads = Some(1);
