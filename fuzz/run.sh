@@ -35,6 +35,7 @@ seed session_set objects '{"a":1,"b":"x"}\n{"a":null,"c":[1,{"d":true}]}'
 seed session_set unicode '{"name":"h\\u00e9llo \\ud83d\\ude00","n":1.5e300,"big":123456789012345678901234567890}'
 seed session_set reserved '{"__created":1}\n{"":2}'
 seed encode fields 'user\xfe"alice"\xfeobj\xfe{"x":[1,2]}\xfe__created\xfe1'
+seed encode escaped 'name\xfe"h\\u00e9llo \\ud83d\\ude00"\xfelist\xfe["\\u007f",1.5]'
 seed encode foreign 'a\xfe{ "x" : 1 }\xfeb\xfenot json \xc3\xa9\x7f\x01\xfec\xfe12345678901234567890123'
 for f in ../examples/*.yaml ../deploy/*.yaml ../deploy/*/*.yaml; do
     [[ -f "$f" ]] && cp -n "$f" "corpus/config/seed-$(basename "$f")" 2>/dev/null

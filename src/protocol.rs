@@ -209,7 +209,15 @@ pub fn is_canonical_json(text: &str) -> bool {
             return false;
         }
     }
-    !text.is_empty() && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    if text.is_empty() {
+        return false;
+    }
+    // `IgnoredAny` does not check `\u` escapes (a lone surrogate passes); a full parse does.
+    if text.contains("\\u") {
+        serde_json::from_str::<Value>(text).is_ok()
+    } else {
+        serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    }
 }
 
 /// Compact JSON text of a value, with every non-ASCII or control character escaped.
@@ -358,6 +366,11 @@ mod tests {
         assert!(!is_canonical_json("\"\u{e9}\""));
         assert!(!is_canonical_json("nope"));
         assert!(!is_canonical_json(""));
+        assert!(
+            !is_canonical_json(r#""\ud800""#),
+            "a lone surrogate is not valid JSON text"
+        );
+        assert!(is_canonical_json(r#""\ud83d\ude00""#));
     }
 
     #[test]

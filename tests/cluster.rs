@@ -165,9 +165,38 @@ async fn cluster_store_semantics_slots_regenerate_and_bounded_connections() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn master_killed_other_masters_never_stop_and_replica_takes_over() {
-    let mut cluster = RedisCluster::start(3, 1, None);
+/// What [`kill_a_master`] saw: per request (round start since the kill, session index, ok,
+/// status, latency).
+struct Failover {
+    cluster: RedisCluster,
+    clients: Vec<Client>,
+    owner_of: Vec<usize>,
+    victim: usize,
+    replica: usize,
+    records: Vec<(f64, usize, bool, u16, Duration)>,
+    _sidecar: Sidecar,
+    _backend: Backend,
+}
+
+/// Failed rounds of `records` (first, last) and the first healthy round after the last failure.
+fn window(
+    records: &[&(f64, usize, bool, u16, Duration)],
+    all: &[(f64, usize, bool, u16, Duration)],
+) -> (f64, f64, f64) {
+    let first = records.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+    let last = records.iter().map(|r| r.0).fold(0.0, f64::max);
+    let recovered = all
+        .iter()
+        .map(|r| r.0)
+        .filter(|&t| t > last)
+        .fold(f64::INFINITY, f64::min);
+    (first, last, recovered)
+}
+
+/// 60 sessions over a 3+3 cluster; kills the master holding most of them and reads every
+/// session concurrently every ~50 ms until all have been served 5 rounds in a row.
+async fn kill_a_master(require_full_coverage: bool) -> Failover {
+    let mut cluster = RedisCluster::start_with(3, 1, None, require_full_coverage);
     let backend = Backend::start().await;
     let sidecar = sidecar_on(&cluster, &backend);
     let clients = sessions(&sidecar, 60).await;
@@ -183,10 +212,10 @@ async fn master_killed_other_masters_never_stop_and_replica_takes_over() {
         *per_master.entry(*m).or_default() += 1;
     }
     let victim = *per_master.iter().max_by_key(|(_, n)| **n).unwrap().0;
-    let replica = cluster.replica_of(victim).expect("victim has a replica");
-    let on_victim = owner_of.iter().filter(|&&m| m == victim).count();
+    let replica = cluster
+        .replica_of(victim)
+        .expect("the victim has a replica");
 
-    // Every ~50 ms, read every session concurrently; record (time since kill, index, ok, latency).
     let mut records: Vec<(f64, usize, bool, u16, Duration)> = Vec::new();
     let mut killed_at: Option<Instant> = None;
     let test_start = Instant::now();
@@ -236,7 +265,23 @@ async fn master_killed_other_masters_never_stop_and_replica_takes_over() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Failover {
+        cluster,
+        clients,
+        owner_of,
+        victim,
+        replica,
+        records,
+        _sidecar: sidecar,
+        _backend: backend,
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_killed_other_masters_never_stop_and_replica_takes_over() {
+    let f = kill_a_master(false).await;
+    let (owner_of, victim, records) = (&f.owner_of, f.victim, &f.records);
+    let on_victim = owner_of.iter().filter(|&&m| m == victim).count();
     let others_failed: Vec<_> = records
         .iter()
         .filter(|r| owner_of[r.1] != victim && !r.2)
@@ -245,18 +290,9 @@ async fn master_killed_other_masters_never_stop_and_replica_takes_over() {
         .iter()
         .filter(|r| owner_of[r.1] == victim && !r.2)
         .collect();
-    let first_fail = victim_failures
-        .iter()
-        .map(|r| r.0)
-        .fold(f64::INFINITY, f64::min);
-    let last_fail = victim_failures.iter().map(|r| r.0).fold(0.0, f64::max);
+    let (first_fail, last_fail, recovered) = window(&victim_failures, records);
     let max_latency = records.iter().map(|r| r.4).max().unwrap();
     let statuses: std::collections::BTreeSet<u16> = victim_failures.iter().map(|r| r.3).collect();
-    let recovered = records
-        .iter()
-        .map(|r| r.0)
-        .filter(|&t| t > last_fail)
-        .fold(f64::INFINITY, f64::min);
     eprintln!(
         "cluster failover gap: requests for sessions on the killed master ({on_victim} of 60) failed \
          in rounds started {first_fail:.2}s to {last_fail:.2}s after the kill, all served again from \
@@ -280,9 +316,11 @@ async fn master_killed_other_masters_never_stop_and_replica_takes_over() {
     );
 
     // The replica is the master now, holds the sessions, and takes writes.
-    assert_eq!(cluster.nodes[replica].role().as_deref(), Some("master"));
+    let replica = f.replica;
+    assert_eq!(f.cluster.nodes[replica].role().as_deref(), Some("master"));
+    assert_eq!(f.cluster.nodes[replica].keys("session:*").len(), on_victim);
     let mut moved = 0;
-    for (i, c) in clients.iter().enumerate() {
+    for (i, c) in f.clients.iter().enumerate() {
         if owner_of[i] != victim {
             continue;
         }
@@ -290,8 +328,44 @@ async fn master_killed_other_masters_never_stop_and_replica_takes_over() {
         let r = c.set(r#"{"after":"failover"}"#).await;
         assert_eq!(r.status, 200);
         assert_eq!(c.session().await, json!({ "n": i, "after": "failover" }));
+        let key = session_key(c.cookie.as_ref().unwrap());
+        assert_eq!(
+            f.cluster.nodes[replica]
+                .cli(&["HGET", &key, "after"])
+                .unwrap()
+                .trim(),
+            "\"failover\""
+        );
         moved += 1;
     }
     assert_eq!(moved, on_victim);
-    assert_eq!(cluster.nodes[replica].keys("session:*").len(), on_victim);
+}
+
+/// For the docs: the same failure with Redis's default `cluster-require-full-coverage yes`,
+/// where every shard refuses queries (CLUSTERDOWN) while a failed master's slots are
+/// uncovered. Prints how long sessions on the *other* masters failed.
+/// Run: `cargo test --test cluster -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement for the docs; about 15 s"]
+async fn master_killed_with_full_coverage_required_stops_every_shard_briefly() {
+    let f = kill_a_master(true).await;
+    let (owner_of, victim, records) = (&f.owner_of, f.victim, &f.records);
+    let others: Vec<_> = records
+        .iter()
+        .filter(|r| owner_of[r.1] != victim && !r.2)
+        .collect();
+    let mine: Vec<_> = records
+        .iter()
+        .filter(|r| owner_of[r.1] == victim && !r.2)
+        .collect();
+    let (o_first, o_last, o_back) = window(&others, records);
+    let (v_first, v_last, v_back) = window(&mine, records);
+    eprintln!(
+        "cluster failover with cluster-require-full-coverage yes: sessions on the killed master \
+         failed in rounds {v_first:.2}s..{v_last:.2}s (back from {v_back:.2}s); sessions on the \
+         OTHER masters failed in rounds {o_first:.2}s..{o_last:.2}s (back from {o_back:.2}s), \
+         {} of {} requests",
+        others.len(),
+        records.iter().filter(|r| owner_of[r.1] != victim).count()
+    );
 }

@@ -84,6 +84,7 @@ async fn acknowledged_writes_survive_a_redis_restart_under_load() {
 
     let mut total_acked = 0;
     let mut acked_after_restart = 0;
+    let mut first_after_restart = Duration::MAX;
     let mut total_failed = 0;
     let mut lost = Vec::new();
     for (i, w) in join_all(writers).await.into_iter().enumerate() {
@@ -91,6 +92,9 @@ async fn acknowledged_writes_survive_a_redis_restart_under_load() {
         total_acked += acked.len();
         total_failed += failed;
         acked_after_restart += acked.iter().filter(|(_, t)| *t > restarted_at).count();
+        if let Some((_, t)) = acked.iter().find(|(_, t)| *t > restarted_at) {
+            first_after_restart = first_after_restart.min(*t - restarted_at);
+        }
         let session = c.get("/", &[]).await;
         assert_eq!(session.status, 200);
         let session = session.session();
@@ -110,7 +114,8 @@ async fn acknowledged_writes_survive_a_redis_restart_under_load() {
     }
     eprintln!(
         "redis restart under load: Redis killed at {killed_at:?}, back at {restarted_at:?}; \
-         {total_acked} writes acknowledged ({acked_after_restart} after the restart), \
+         {total_acked} writes acknowledged ({acked_after_restart} after the restart, the first \
+         {first_after_restart:?} after Redis answered again), \
          {total_failed} answered 503, {} acknowledged writes lost",
         lost.len()
     );

@@ -280,3 +280,52 @@ async fn redis_store_passes_the_index_suite() {
         "stale entries pruned"
     );
 }
+
+/// A Redis Cluster (3 masters) and a Sentinel-managed master (1 replica, 1 sentinel),
+/// started by the test on free loopback ports; the same suites through `store::redis::open`.
+fn scale_store(backend: session_sidecar::config::StoreBackend) -> Arc<dyn SessionStore> {
+    common::open_store(backend, Duration::from_millis(500))
+}
+
+#[tokio::test]
+async fn redis_cluster_store_passes_the_suites() {
+    let cluster = common::RedisCluster::start(3, 0, None);
+    let store = scale_store(session_sidecar::config::StoreBackend::RedisCluster {
+        nodes: cluster.nodes.iter().take(2).map(|n| n.url()).collect(),
+        auth: Default::default(),
+    });
+    run_suite(store.clone(), "session:").await;
+    run_index_suite(store, "index:").await;
+    let owners = cluster.key_owners("session:*");
+    assert!(
+        owners
+            .values()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 1,
+        "the suite's keys live on several masters"
+    );
+}
+
+#[tokio::test]
+async fn redis_sentinel_store_passes_the_suites() {
+    let set = common::SentinelSet::start(1, None);
+    let store = scale_store(session_sidecar::config::StoreBackend::RedisSentinel {
+        sentinels: set.sentinels.iter().map(|s| s.url()).collect(),
+        master_name: common::MASTER_NAME.into(),
+        db: 0,
+        auth: Default::default(),
+        sentinel_username: None,
+        sentinel_password: None,
+    });
+    run_suite(store.clone(), "session:").await;
+    run_index_suite(store, "index:").await;
+    assert_eq!(
+        set.master
+            .cli(&["ZCARD", "index:user:test"])
+            .unwrap()
+            .trim(),
+        "1",
+        "written to the master the sentinel names"
+    );
+}

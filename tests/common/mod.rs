@@ -835,7 +835,7 @@ impl TlsFiles {
         std::fs::write(
             d.join("server.ext"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+             keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .unwrap();
         openssl(&[
@@ -1163,6 +1163,18 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start(masters: usize, replicas: usize, tls: Option<&TlsFiles>) -> RedisCluster {
+        Self::start_with(masters, replicas, tls, false)
+    }
+
+    /// With `require_full_coverage`, Redis's default: every shard refuses queries while any
+    /// slot is uncovered.
+    pub fn start_with(
+        masters: usize,
+        replicas: usize,
+        tls: Option<&TlsFiles>,
+        require_full_coverage: bool,
+    ) -> RedisCluster {
+        let coverage = if require_full_coverage { "yes" } else { "no" };
         let count = masters * (1 + replicas);
         let mut nodes = Vec::with_capacity(count);
         for _ in 0..count {
@@ -1177,7 +1189,7 @@ impl RedisCluster {
                 "--cluster-port",
                 &bus,
                 "--cluster-require-full-coverage",
-                "no",
+                coverage,
                 "--appendonly",
                 "yes",
             ];
@@ -1199,7 +1211,26 @@ impl RedisCluster {
             create.arg(format!("127.0.0.1:{}", n.port));
         }
         create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
-        run_ok(&mut create).expect("redis-cli --cluster create");
+        // Nodes present their certificate to each other on the TLS cluster bus, so it is
+        // also a client certificate. Never wait forever for the nodes to meet.
+        let log = cluster.nodes[0].dir.path().join("create.log");
+        let mut child = create
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli");
+        let created = wait_until(
+            Duration::from_secs(60),
+            || matches!(child.try_wait(), Ok(Some(status)) if status.success()),
+        );
+        if !created {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "redis-cli --cluster create failed: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
         let ready = wait_until(Duration::from_secs(30), || {
             cluster.nodes.iter().all(|n| {
                 let info = n.cli(&["CLUSTER", "INFO"]).unwrap_or_default();
