@@ -971,7 +971,7 @@ fn validate_store(s: Option<FileStore>, p: &mut Problems) -> Option<StoreConfig>
     if key_prefix.contains(['{', '}']) {
         p.add(
             "store.key_prefix",
-            "must not contain `{` or `}` (the sidecar sets Redis Cluster hash tags itself)",
+            "must not contain `{` or `}` (a hash tag would put every session in one Redis Cluster slot)",
         );
     }
     let timeout = s
@@ -1049,6 +1049,22 @@ fn validate_store(s: Option<FileStore>, p: &mut Problems) -> Option<StoreConfig>
     );
 
     let ca_file = s.ca_file.as_ref().map(PathBuf::from);
+    let urls: Vec<&String> = s
+        .url
+        .iter()
+        .chain(s.nodes.iter().flatten())
+        .chain(s.sentinels.iter().flatten())
+        .collect();
+    let tls = urls.iter().filter(|u| u.starts_with("rediss://")).count();
+    if tls > 0 && tls < urls.len() {
+        p.add(
+            "store",
+            "mixes redis:// and rediss:// URLs; use one scheme for every node",
+        );
+    }
+    if ca_file.is_some() && redis_kinds && tls == 0 {
+        p.add("store.ca_file", "is only used with rediss:// URLs");
+    }
     let auth = RedisAuth {
         username: s.username.clone(),
         password: s.password.clone(),
@@ -1321,6 +1337,26 @@ mod tests {
         assert_eq!(
             errors(&text),
             vec!["store.url: must start with redis:// or rediss://"]
+        );
+    }
+
+    #[test]
+    fn tls_settings_must_be_consistent() {
+        let text = format!(
+            "{}store:\n  kind: redis\n  url: redis://x:6379\n  ca_file: /ca.pem\n",
+            minimal()
+        );
+        assert_eq!(
+            errors(&text),
+            vec!["store.ca_file: is only used with rediss:// URLs"]
+        );
+        let text = format!(
+            "{}store:\n  kind: redis-cluster\n  nodes: [\"rediss://a:1\", \"redis://b:2\"]\n",
+            minimal()
+        );
+        assert_eq!(
+            errors(&text),
+            vec!["store: mixes redis:// and rediss:// URLs; use one scheme for every node"]
         );
     }
 

@@ -125,11 +125,13 @@ async fn acknowledged_writes_survive_a_redis_restart_under_load() {
     drop(redis);
 }
 
-/// Sends one request of each kind concurrently; returns (kind, status, latency).
-async fn wave(clients: &[Client], sidecar: &Sidecar) -> Vec<(&'static str, u16, Duration)> {
-    let mut jobs: Vec<
-        std::pin::Pin<Box<dyn std::future::Future<Output = (&'static str, u16, Duration)> + Send>>,
-    > = Vec::new();
+/// (kind, status, latency) of one request.
+type Probe = (&'static str, u16, Duration);
+
+/// Sends one request of each kind concurrently.
+async fn wave(clients: &[Client], sidecar: &Sidecar) -> Vec<Probe> {
+    let mut jobs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Probe> + Send>>> =
+        Vec::new();
     for (i, c) in clients.iter().cloned().enumerate() {
         jobs.push(Box::pin(async move {
             let mut c = c;

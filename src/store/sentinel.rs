@@ -419,7 +419,7 @@ impl Shared {
                 (a, n)
             })
             .collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1));
+        ranked.sort_by_key(|r| std::cmp::Reverse(r.1));
         Ok(ranked)
     }
 
