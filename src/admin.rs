@@ -107,7 +107,7 @@ impl AdminApp {
                 b"method not allowed\n".to_vec(),
             ),
             "/healthz" => ("healthz", StatusCode::OK, TEXT, b"ok\n".to_vec()),
-            "/readyz" => match self.store.ping().await {
+            "/readyz" => match self.ready().await {
                 Ok(()) => ("readyz", StatusCode::OK, TEXT, b"ready\n".to_vec()),
                 Err(e) => (
                     "readyz",
@@ -154,6 +154,18 @@ impl AdminApp {
                 TEXT,
                 b"not found\n".to_vec(),
             ),
+        }
+    }
+
+    /// Pings the store. A broken connection fails its first command and reconnects, so a
+    /// failure that is not a timeout is retried once: a store that is back reads as ready.
+    async fn ready(&self) -> Result<(), crate::store::StoreError> {
+        match self.store.ping().await {
+            Err(crate::store::StoreError::Timeout(_)) => {
+                Err(crate::store::StoreError::Timeout(self.store.timeout()))
+            }
+            Err(_) => self.store.ping().await,
+            Ok(()) => Ok(()),
         }
     }
 

@@ -251,7 +251,7 @@ async fn sentinel_failover_is_followed_by_the_sidecar_by_itself() {
 
     // 2. The old master returns (as a replica), then a graceful failover moves the master back.
     set.master.restart();
-    let rejoined = wait_until(Duration::from_secs(30), || {
+    let rejoined = wait_until(Duration::from_secs(60), || {
         set.master
             .info("replication")
             .get("master_link_status")
