@@ -20,7 +20,8 @@
 #
 # Settings (environment): ROUNDS (3), DURATION seconds (10), WRK_THREADS (2), CONNECTIONS (64),
 # WARMUP seconds (2), SIDECAR_BIN (skip the build and use this binary), OUT (the Markdown file),
-# SIDECAR_WRAP (a command prefix for the sidecar, e.g. "perf record -g --", for profiling),
+# SIDECAR_WRAP (a command prefix for the sidecar, for profiling, e.g.
+# "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p" with SCENARIOS=read),
 # SCENARIOS (which to run, default "direct nginx anon read write"), KEEP_TMP=1 (keep logs).
 set -euo pipefail
 
@@ -62,7 +63,7 @@ install_missing
 WRK=$(find_tool wrk)
 NGINX=$(find_tool nginx)
 REDIS=$(find_tool redis-server)
-[ -n "$WRK" ] && [ -n "$NGINX" ] && [ -n "$REDIS" ] || die "wrk, nginx and redis-server are required"
+if [ -z "$WRK" ] || [ -z "$NGINX" ] || [ -z "$REDIS" ]; then die "wrk, nginx and redis-server are required"; fi
 
 if [ -n "${SIDECAR_BIN:-}" ]; then
     BIN=$SIDECAR_BIN
@@ -92,30 +93,30 @@ trap 'exit 130' INT TERM
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 TAKEN=" "
-free_port() { # a free port in 20000-59999 not handed out before in this run
-    local p i
-    for i in $(seq 1 200); do
+free_port() { # VAR: sets VAR to a free port in 20000-59999 not handed out before in this run
+    local p _
+    for _ in $(seq 1 200); do
         p=$((20000 + RANDOM % 40000))
         case "$TAKEN" in *" $p "*) continue ;; esac
-        if ! port_in_use "$p"; then TAKEN="$TAKEN$p "; echo "$p"; return 0; fi
+        if ! port_in_use "$p"; then TAKEN="$TAKEN$p "; printf -v "$1" '%s' "$p"; return 0; fi
     done
     die "no free port found"
 }
 
 wait_port() { # port what
-    local i
-    for i in $(seq 1 100); do
+    local _
+    for _ in $(seq 1 100); do
         port_in_use "$1" && return 0
         sleep 0.1
     done
     die "$2 did not start listening on 127.0.0.1:$1 (logs: $TMP)"
 }
 
-BACKEND_PORT=$(free_port)
-NGINX_PORT=$(free_port)
-REDIS_PORT=$(free_port)
-SIDECAR_PORT=$(free_port)
-ADMIN_PORT=$(free_port)
+free_port BACKEND_PORT
+free_port NGINX_PORT
+free_port REDIS_PORT
+free_port SIDECAR_PORT
+free_port ADMIN_PORT
 
 nginx_conf() { # name body -> starts an nginx with this http{} body
     local name=$1 body=$2 dir=$TMP/$1
@@ -267,9 +268,25 @@ parse_wrk() { # outfile -> "rps p50ms p99ms errors"
 }
 median() { sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
+# CPU time (ticks) of the whole machine, and of this script's processes (the servers, their
+# workers, and wrk/curl through this shell's reaped children): the rest is other work, i.e. noise.
+proc_ticks() { cat /proc/"$1"/task/*/stat 2>/dev/null | sed 's/.*) //' | awk '{s += $12 + $13} END {print s + 0}'; }
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4}' /proc/stat; } # user, nice, system: what processes are charged
+steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; } # taken by the hypervisor from this VM
+our_ticks() {
+    local t p c
+    t=$(sed 's/.*) //' "/proc/$$/stat" | awk '{print $14 + $15}')
+    for p in "${PIDS[@]}"; do
+        t=$((t + $(proc_ticks "$p")))
+        for c in $(pgrep -P "$p" 2>/dev/null); do t=$((t + $(proc_ticks "$c"))); done
+    done
+    echo "$t"
+}
+
 log "warming up (${WARMUP}s each)"
 for s in $SCENARIOS; do run_wrk "$s" "$WARMUP" "$TMP/warmup-$s.txt"; done
 
+BUSY0=$(busy_ticks); OURS0=$(our_ticks); STEAL0=$(steal_ticks); START=$(date +%s.%N)
 for round in $(seq 1 "$ROUNDS"); do
     for s in $SCENARIOS; do
         run_wrk "$s" "$DURATION" "$TMP/wrk-$s-$round.txt"
@@ -279,6 +296,11 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
+read -r OTHER_PCT STEAL_PCT <<<"$(awk -v b="$(( $(busy_ticks) - BUSY0 ))" -v o="$(( $(our_ticks) - OURS0 ))" \
+    -v st="$(( $(steal_ticks) - STEAL0 ))" -v s="$START" -v e="$(date +%s.%N)" -v n="$(nproc)" \
+    -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        t = (e - s) * hz * n; p = 100 * (b - o) / t; if (p < 0) p = 0
+        printf "%.0f %.0f", p, 100 * st / t }')"
 RSS_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$SIDECAR_PID/status" 2>/dev/null || echo 0)
 SESSIONS_IN_REDIS=$(redis-cli -p "$REDIS_PORT" dbsize 2>/dev/null || echo "?")
 
@@ -299,6 +321,7 @@ target() {
     esac
 }
 met() { # scenario rps_ratio p99_ratio
+    [ "$2" = "–" ] && { echo ""; return; }
     case $1 in
         anon) awk -v r="$2" 'BEGIN {print (r >= 1.0) ? "yes" : "no"}' ;;
         read) awk -v r="$2" -v p="$3" 'BEGIN {print (r >= 0.85 && p <= 1.5) ? "yes" : "no"}' ;;
@@ -309,7 +332,8 @@ met() { # scenario rps_ratio p99_ratio
 
 CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || echo unknown)
 COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
+DIRTY=""
+if (cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | grep -q .); then DIRTY=" (+ uncommitted changes)"; fi
 mkdir -p "$(dirname "$OUT")"
 {
     echo "# Load benchmark: session-sidecar vs. a bare nginx hop"
@@ -320,13 +344,14 @@ mkdir -p "$(dirname "$OUT")"
     echo "Load: wrk -t$WRK_THREADS -c$CONNECTIONS, $ROUNDS interleaved rounds × ${DURATION}s per scenario, medians."
     echo "Workers: sidecar \`threads: 1\`, nginx \`worker_processes 1\` (proxy and backend);"
     echo "backend: nginx \`return 200\` (3 bytes); store: dedicated redis-server $("$REDIS" --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), no persistence."
+    echo "Noise: other processes used $OTHER_PCT % and the hypervisor (steal) $STEAL_PCT % of the CPU time during the measurement (both near 0 on a quiet machine)."
     echo "Tools: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $("$WRK" --version 2>&1 | head -1 | awk '{print "wrk " $2}')."
     echo
     echo "| scenario | req/s | × nginx req/s | p50 ms | p99 ms | × nginx p99 | target | met |"
     echo "|---|---:|---:|---:|---:|---:|---|---|"
     while read -r s rps p50 p99; do
-        ratio=$(awk -v a="$rps" -v b="$NGINX_RPS" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}')
-        pratio=$(awk -v a="$p99" -v b="$NGINX_P99" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}')
+        ratio=$(awk -v a="$rps" -v b="$NGINX_RPS" 'BEGIN {if (b > 0) printf "%.2f", a / b; else printf "–"}')
+        pratio=$(awk -v a="$p99" -v b="$NGINX_P99" 'BEGIN {if (b > 0) printf "%.2f", a / b; else printf "–"}')
         printf '| %s | %.0f | %s | %.3f | %.3f | %s | %s | %s |\n' "$(label "$s")" "$rps" "$ratio" "$p50" "$p99" \
             "$pratio" "$(target "$s")" "$(met "$s" "$ratio" "$pratio")"
     done <"$TMP/medians"
