@@ -7,17 +7,18 @@
 
 use std::io;
 
+use http::HeaderName;
 use serde_json::ser::Formatter;
 use serde_json::Value;
 
 /// The header the app reads.
-pub const X_SESSION: &str = "x-session";
+pub const X_SESSION: HeaderName = HeaderName::from_static("x-session");
 /// The header the app writes to change fields.
-pub const X_SESSION_SET: &str = "x-session-set";
+pub const X_SESSION_SET: HeaderName = HeaderName::from_static("x-session-set");
 /// The header the app writes to regenerate or destroy the session.
-pub const X_SESSION_ACTION: &str = "x-session-action";
+pub const X_SESSION_ACTION: HeaderName = HeaderName::from_static("x-session-action");
 /// The optional signature of `X-Session`.
-pub const X_SESSION_SIGNATURE: &str = "x-session-signature";
+pub const X_SESSION_SIGNATURE: HeaderName = HeaderName::from_static("x-session-signature");
 
 /// Prefix of the sidecar's own metadata fields, never shown to or writable by the app.
 pub const RESERVED_PREFIX: &str = "__";
@@ -171,6 +172,19 @@ pub fn encode_session<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) 
     }
     out.push('}');
     out
+}
+
+/// Bytes one field adds to the encoded session (`,"key":value`), for a canonical value.
+pub fn encoded_field_len(key: &str, canonical_value: &str) -> usize {
+    let key_len = if key
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        key.len() + 2
+    } else {
+        to_ascii_json(&Value::String(key.to_owned())).len()
+    };
+    key_len + 1 + canonical_value.len() + 1
 }
 
 /// Appends a stored value: spliced as-is when it is already canonical JSON, otherwise

@@ -104,6 +104,8 @@ pub struct RequestCtx {
     store_failure: bool,
     /// The session's expiry should be refreshed even without a change.
     touch_due: bool,
+    /// Length of the `X-Session` value sent to the app.
+    session_header_len: usize,
     outcome: Outcome,
     _in_flight: InFlightGuard,
 }
@@ -384,6 +386,17 @@ impl SessionProxy {
         change: Change,
         ctx: &RequestCtx,
     ) -> std::result::Result<Change, SetRejection> {
+        // Replacing or deleting fields never grows the session, so the size the app was sent
+        // plus every set field bounds the result; only near the limit is it measured exactly.
+        let bound = ctx.session_header_len
+            + change
+                .set
+                .iter()
+                .map(|(k, v)| protocol::encoded_field_len(k, v))
+                .sum::<usize>();
+        if bound <= self.max_bytes {
+            return Ok(change);
+        }
         let current: &[(String, String)] = ctx
             .session
             .as_ref()
@@ -715,6 +728,7 @@ impl ProxyHttp for SessionProxy {
             load_failed: false,
             store_failure: false,
             touch_due: false,
+            session_header_len: 2,
             outcome: Outcome::Anonymous,
             _in_flight: InFlightGuard {
                 counter: self.in_flight.clone(),
@@ -761,6 +775,7 @@ impl ProxyHttp for SessionProxy {
             ),
             None => "{}".to_string(),
         };
+        ctx.session_header_len = value.len();
         let req = session.req_header_mut();
         if let Some(mac) = &self.header_mac {
             let signature = cookie::sign_header(mac, now_ms() / 1000, &value);
@@ -842,9 +857,18 @@ impl ProxyHttp for SessionProxy {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        // Store failures are logged (once, without IDs) where they happen.
-        ctx.store_failure
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        // Store failures are logged (once, without IDs) where they happen; a client that
+        // goes away is normal traffic, not an error worth a line.
+        let client_gone = *error.esource() == ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            );
+        if client_gone {
+            tracing::debug!(error = %error, "client went away");
+        }
+        ctx.store_failure || client_gone
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

@@ -31,19 +31,32 @@ else
     key = KEYS[2]
   end
 end
+local sets = {'__touched', ARGV[2]}
+if mode == 'create' then
+  sets[3] = '__created'
+  sets[4] = ARGV[2]
+end
 local i = 5
 for _ = 1, tonumber(ARGV[4]) do
-  redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+  sets[#sets + 1] = ARGV[i]
+  sets[#sets + 1] = ARGV[i + 1]
   i = i + 2
+  if #sets >= 1000 then
+    redis.call('HSET', key, unpack(sets))
+    sets = {}
+  end
 end
+if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
+local dels = {}
 while i <= #ARGV do
-  redis.call('HDEL', key, ARGV[i])
+  dels[#dels + 1] = ARGV[i]
   i = i + 1
+  if #dels >= 1000 then
+    redis.call('HDEL', key, unpack(dels))
+    dels = {}
+  end
 end
-if mode == 'create' and redis.call('HEXISTS', key, '__created') == 0 then
-  redis.call('HSET', key, '__created', ARGV[2])
-end
-redis.call('HSET', key, '__touched', ARGV[2])
+if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
 redis.call('PEXPIRE', key, ARGV[3])
 return 1
 "#;
