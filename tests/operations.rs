@@ -53,6 +53,18 @@ async fn every_metric_moves_when_it_should() {
         let sidecar = &sidecar;
         async move { sidecar.metric(name).await }
     };
+    // Requests are counted in pingora's logging phase, just after the response is sent.
+    let settled = |name: &'static str, want: f64| {
+        let sidecar = &sidecar;
+        async move {
+            eventually(Duration::from_secs(2), || async {
+                sidecar.metric(name).await == want
+            })
+            .await;
+            sidecar.metric(name).await
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let requests_200 = m("sidecar_requests_total{code=\"200\"}").await;
     client.set(r#"{"a":1}"#).await;
     assert_eq!(m("sidecar_sessions_created_total").await, 1.0);
@@ -94,7 +106,7 @@ async fn every_metric_moves_when_it_should() {
         1.0
     );
     assert_eq!(
-        m("sidecar_requests_total{code=\"200\"}").await,
+        settled("sidecar_requests_total{code=\"200\"}", requests_200 + 7.0).await,
         requests_200 + 7.0
     );
     assert!(m("sidecar_request_duration_seconds_count").await >= 7.0);
@@ -111,7 +123,10 @@ async fn every_metric_moves_when_it_should() {
         1.0
     );
     assert_eq!(m("sidecar_store_errors_total{op=\"load\"}").await, 1.0);
-    assert_eq!(m("sidecar_requests_total{code=\"503\"}").await, 1.0);
+    assert_eq!(
+        settled("sidecar_requests_total{code=\"503\"}", 1.0).await,
+        1.0
+    );
     let mut anon = Client::new(&sidecar);
     anon.set(r#"{"c":1}"#).await;
     assert_eq!(m("sidecar_store_errors_total{op=\"create\"}").await, 1.0);
@@ -146,8 +161,11 @@ async fn every_metric_moves_when_it_should() {
     // Upstream errors.
     backend.stop().await;
     assert_eq!(anon.get("/", &[]).await.status, 502);
-    assert_eq!(m("sidecar_upstream_errors_total").await, 1.0);
-    assert_eq!(m("sidecar_requests_total{code=\"502\"}").await, 1.0);
+    assert_eq!(settled("sidecar_upstream_errors_total", 1.0).await, 1.0);
+    assert_eq!(
+        settled("sidecar_requests_total{code=\"502\"}", 1.0).await,
+        1.0
+    );
 }
 
 fn assert_no_secrets(log: &str, cookies: &[String], redis_keys: &[String]) {

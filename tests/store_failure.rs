@@ -253,7 +253,13 @@ async fn upstream_down_gives_a_quick_502_and_recovers() {
         start.elapsed()
     );
     assert!(r.set_cookies().is_empty());
-    assert!(sidecar.metric("sidecar_upstream_errors_total").await >= 1.0);
+    // Counted in the logging phase, just after the response went out.
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            sidecar.metric("sidecar_upstream_errors_total").await >= 1.0
+        })
+        .await
+    );
     assert_eq!(
         reqwest::get(sidecar.admin_url("/healthz"))
             .await
