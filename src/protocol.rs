@@ -244,7 +244,9 @@ pub fn to_ascii_json(value: &Value) -> String {
 
 fn push_ascii_json_string(out: &mut String, s: &str) {
     // Most field names need no escaping at all: copy them as they are.
-    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
         out.push('"');
         out.push_str(s);
         out.push('"');
