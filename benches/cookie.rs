@@ -8,20 +8,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use session_sidecar::config::{CookieConfig, SameSite};
+use session_sidecar::config::CookieConfig;
 use session_sidecar::cookie::{split_cookies, CookieCodec, SessionId};
 
 fn config(secrets: &[&str]) -> CookieConfig {
-    CookieConfig {
-        name: "__Host-session".into(),
-        secure: true,
-        http_only: true,
-        same_site: SameSite::Lax,
-        path: "/".into(),
-        domain: None,
-        max_age: None,
-        secrets: secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
-    }
+    CookieConfig::with_defaults(secrets.iter().map(|s| s.as_bytes().to_vec()).collect())
 }
 
 const A: &str = "bench-secret-a-0123456789abcdef0123456789abcdef";

@@ -150,6 +150,23 @@ pub struct CookieConfig {
     pub secrets: Vec<Vec<u8>>,
 }
 
+impl CookieConfig {
+    /// A cookie with every documented default (`__Host-session`, `Secure`, `HttpOnly`,
+    /// `SameSite=Lax`, `Path=/`, no domain, browser-session lifetime) and these secrets.
+    pub fn with_defaults(secrets: Vec<Vec<u8>>) -> CookieConfig {
+        CookieConfig {
+            name: DEFAULT_COOKIE_NAME.to_string(),
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+            path: "/".to_string(),
+            domain: None,
+            max_age: None,
+            secrets,
+        }
+    }
+}
+
 impl fmt::Debug for CookieConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CookieConfig")
@@ -952,12 +969,8 @@ fn redis_url(path: &str, url: &str, p: &mut Problems) {
         p.add(path, "must start with redis:// or rediss://");
         return;
     }
-    if let Err(e) = redis::parse_redis_url(url)
-        .ok_or(())
-        .and_then(|u| redis::IntoConnectionInfo::into_connection_info(u.as_str()).map_err(|_| ()))
-    {
-        let _: () = e;
-        p.add(path, "is not a valid Redis URL");
+    if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url) {
+        p.add(path, format!("is not a valid Redis URL: {e}"));
     }
 }
 

@@ -275,16 +275,7 @@ mod tests {
     use super::*;
 
     fn config(secrets: &[&str]) -> CookieConfig {
-        CookieConfig {
-            name: "__Host-session".into(),
-            secure: true,
-            http_only: true,
-            same_site: SameSite::Lax,
-            path: "/".into(),
-            domain: None,
-            max_age: None,
-            secrets: secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
-        }
+        CookieConfig::with_defaults(secrets.iter().map(|s| s.as_bytes().to_vec()).collect())
     }
 
     const A: &str = "a-secret-that-is-at-least-32-bytes-long";

@@ -45,6 +45,16 @@ pub fn check_request(
     let Some(h1) = session.as_http1() else {
         return Ok(());
     };
+    // pingora refuses conflicting Content-Lengths itself; what it lets through is a
+    // Content-Length beside Transfer-Encoding (it drops the former). Only then is the raw
+    // header worth scanning.
+    if !session
+        .req_header()
+        .headers
+        .contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return Ok(());
+    }
     check_framing(&h1.get_headers_raw_bytes()).inspect_err(|violation| {
         let client = client_ip(session).map(|ip| ip.to_string()).unwrap_or_default();
         tracing::warn!(client = %client, "refused request with ambiguous framing: {}", violation.as_str());

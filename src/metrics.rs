@@ -46,6 +46,8 @@ pub struct Metrics {
     pub set_rejected: IntCounterVec,
     pub store_duration: HistogramVec,
     pub store_errors: IntCounterVec,
+    /// (op, latency, errors) resolved once per `STORE_OPS` entry: no label lookup per call.
+    store_ops: Vec<(&'static str, Histogram, IntCounter)>,
     pub upstream_errors: IntCounter,
     pub client_headers_stripped: IntCounter,
     pub admin_requests: IntCounterVec,
@@ -175,10 +177,16 @@ impl Metrics {
         for reason in ["malformed", "reserved_key", "too_large"] {
             set_rejected.with_label_values(&[reason]);
         }
-        for op in STORE_OPS {
-            store_errors.with_label_values(&[op]);
-            store_duration.with_label_values(&[op]);
-        }
+        let store_ops = STORE_OPS
+            .iter()
+            .map(|op| {
+                (
+                    *op,
+                    store_duration.with_label_values(&[op]),
+                    store_errors.with_label_values(&[op]),
+                )
+            })
+            .collect();
         for reason in ["app", "destroy_all", "admin"] {
             sessions_destroyed.with_label_values(&[reason]);
         }
@@ -199,6 +207,7 @@ impl Metrics {
             set_rejected,
             store_duration,
             store_errors,
+            store_ops,
             upstream_errors,
             client_headers_stripped,
             admin_requests,
@@ -208,11 +217,21 @@ impl Metrics {
 
     /// Records one store operation.
     pub fn observe_store(&self, op: &str, elapsed: Duration, ok: bool) {
-        self.store_duration
-            .with_label_values(&[op])
-            .observe(elapsed.as_secs_f64());
-        if !ok {
-            self.store_errors.with_label_values(&[op]).inc();
+        match self.store_ops.iter().find(|(name, _, _)| *name == op) {
+            Some((_, latency, errors)) => {
+                latency.observe(elapsed.as_secs_f64());
+                if !ok {
+                    errors.inc();
+                }
+            }
+            None => {
+                self.store_duration
+                    .with_label_values(&[op])
+                    .observe(elapsed.as_secs_f64());
+                if !ok {
+                    self.store_errors.with_label_values(&[op]).inc();
+                }
+            }
         }
     }
 

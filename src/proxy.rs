@@ -7,7 +7,6 @@
 //! HTTP in one place, [`SessionProxy::store_failed`], according to `on_store_error`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,26 +29,13 @@ use crate::store::{now_ms, SessionRecord, Store, StoreError};
 /// Seconds a client is told to wait after a 503 caused by the store.
 const RETRY_AFTER_SECS: &str = "1";
 
-/// Counts requests in flight, so shutdown can wait for them.
-#[derive(Clone, Default)]
-pub struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    pub fn count(&self) -> usize {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
-/// Decrements [`InFlight`] when the request's context is dropped.
-pub struct InFlightGuard {
-    counter: InFlight,
-    metrics: Arc<Metrics>,
-}
+/// Keeps `sidecar_requests_in_flight` (which shutdown waits on) right: one per request
+/// context, released when the context is dropped, whatever path the request took.
+pub struct InFlightGuard(prometheus::IntGauge);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.counter.0.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.in_flight.dec();
+        self.0.dec();
     }
 }
 
@@ -125,7 +111,6 @@ pub struct SessionProxy {
     max_header_bytes: usize,
     policy: StoreErrorPolicy,
     access_log: bool,
-    in_flight: InFlight,
     /// The session field naming its user (`session.user_field`), for the user index.
     user_field: Option<String>,
 }
@@ -136,7 +121,6 @@ impl SessionProxy {
         upstream: SocketAddr,
         store: Store,
         metrics: Arc<Metrics>,
-        in_flight: InFlight,
     ) -> SessionProxy {
         SessionProxy {
             upstream,
@@ -154,7 +138,6 @@ impl SessionProxy {
             max_header_bytes: config.limits.max_header_bytes,
             policy: config.on_store_error,
             access_log: config.log.access,
-            in_flight,
             user_field: config.session.user_field.clone(),
         }
     }
@@ -719,7 +702,6 @@ impl ProxyHttp for SessionProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        self.in_flight.0.fetch_add(1, Ordering::AcqRel);
         self.metrics.in_flight.inc();
         RequestCtx {
             start: Instant::now(),
@@ -730,10 +712,7 @@ impl ProxyHttp for SessionProxy {
             touch_due: false,
             session_header_len: 2,
             outcome: Outcome::Anonymous,
-            _in_flight: InFlightGuard {
-                counter: self.in_flight.clone(),
-                metrics: self.metrics.clone(),
-            },
+            _in_flight: InFlightGuard(self.metrics.in_flight.clone()),
         }
     }
 
@@ -767,18 +746,20 @@ impl ProxyHttp for SessionProxy {
         }
 
         let value = match &ctx.session {
-            Some(s) => protocol::encode_session(
+            Some(s) => HeaderValue::try_from(protocol::encode_session(
                 s.record
                     .fields
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str())),
-            ),
-            None => "{}".to_string(),
+            ))
+            .map_err(|e| Error::because(ErrorType::InternalError, "X-Session value", e))?,
+            None => HeaderValue::from_static("{}"),
         };
         ctx.session_header_len = value.len();
         let req = session.req_header_mut();
         if let Some(mac) = &self.header_mac {
-            let signature = cookie::sign_header(mac, now_ms() / 1000, &value);
+            let text = std::str::from_utf8(value.as_bytes()).unwrap_or_default();
+            let signature = cookie::sign_header(mac, now_ms() / 1000, text);
             req.insert_header(protocol::X_SESSION_SIGNATURE, signature)?;
         }
         req.insert_header(protocol::X_SESSION, value)?;

@@ -17,7 +17,7 @@ use pingora::services::listening::Service;
 use crate::admin::{AdminApp, SessionApi};
 use crate::config::{Config, StoreBackend};
 use crate::metrics::Metrics;
-use crate::proxy::{InFlight, SessionProxy};
+use crate::proxy::SessionProxy;
 use crate::store::Store;
 
 /// Process-level options that are not part of `proxy.yaml`.
@@ -65,14 +65,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let in_flight = InFlight::default();
-    let proxy = SessionProxy::new(
-        &config,
-        upstream,
-        store.clone(),
-        metrics.clone(),
-        in_flight.clone(),
-    );
+    let proxy = SessionProxy::new(&config, upstream, store.clone(), metrics.clone());
     let mut proxy_service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         proxy,
@@ -113,7 +106,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     }
 
     let finish = Arc::new(Finisher::new(store));
-    spawn_drain_watcher(&server, in_flight, config.grace_period, finish.clone());
+    spawn_drain_watcher(
+        &server,
+        metrics.in_flight.clone(),
+        config.grace_period,
+        finish.clone(),
+    );
 
     tracing::info!(listen = %config.listen, upstream = %upstream, admin = ?config.admin_listen, "session-sidecar starting");
     server.run(RunArgs::default());
@@ -154,7 +152,7 @@ const QUIET_PERIOD: Duration = Duration::from_millis(250);
 
 fn spawn_drain_watcher(
     server: &Server,
-    in_flight: InFlight,
+    in_flight: prometheus::IntGauge,
     grace: Duration,
     finish: Arc<Finisher>,
 ) {
@@ -167,14 +165,14 @@ fn spawn_drain_watcher(
                 let deadline = Instant::now() + grace;
                 let mut quiet_since = Instant::now();
                 while Instant::now() < deadline {
-                    if in_flight.count() > 0 {
+                    if in_flight.get() > 0 {
                         quiet_since = Instant::now();
                     } else if quiet_since.elapsed() >= QUIET_PERIOD {
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                let left = in_flight.count();
+                let left = in_flight.get();
                 if left > 0 {
                     tracing::warn!(
                         requests = left,

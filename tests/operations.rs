@@ -147,16 +147,7 @@ async fn every_metric_moves_when_it_should() {
         "readyz answers within store.timeout"
     );
     redis.restart();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            reqwest::get(sidecar.admin_url("/readyz"))
-                .await
-                .unwrap()
-                .status()
-                == 200
-        })
-        .await
-    );
+    assert!(sidecar.becomes_ready(Duration::from_secs(5)).await);
 
     // Upstream errors.
     backend.stop().await;

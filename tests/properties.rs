@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
-use session_sidecar::config::{CookieConfig, SameSite};
+use session_sidecar::config::CookieConfig;
 use session_sidecar::cookie::{split_cookies, CookieCodec, SessionId};
 use session_sidecar::protocol::{
     encode_session, is_canonical_json, parse_sets, to_ascii_json, SetRejection,
@@ -22,16 +22,10 @@ use session_sidecar::protocol::{
 const SECRET: &str = "property-test-secret-0123456789abcdef";
 
 fn codec(secrets: &[&str]) -> CookieCodec {
-    CookieCodec::new(&CookieConfig {
-        name: "sid".into(),
-        secure: true,
-        http_only: true,
-        same_site: SameSite::Lax,
-        path: "/".into(),
-        domain: None,
-        max_age: None,
-        secrets: secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
-    })
+    let mut config =
+        CookieConfig::with_defaults(secrets.iter().map(|s| s.as_bytes().to_vec()).collect());
+    config.name = "sid".into();
+    CookieCodec::new(&config)
 }
 
 fn config() -> ProptestConfig {

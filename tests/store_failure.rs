@@ -98,14 +98,7 @@ async fn fail_closed_redis_killed_and_restarted() {
     assert_eq!(r.status, 200);
     assert_eq!(client.session().await, json!({"user": "alice", "n": 2}));
     assert!(
-        eventually(Duration::from_secs(5), || async {
-            reqwest::get(sidecar.admin_url("/readyz"))
-                .await
-                .unwrap()
-                .status()
-                == 200
-        })
-        .await,
+        sidecar.becomes_ready(Duration::from_secs(5)).await,
         "/readyz turns ready again by itself"
     );
 }

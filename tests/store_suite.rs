@@ -172,15 +172,13 @@ async fn memory_store_passes_the_suite() {
 #[tokio::test]
 async fn redis_store_passes_the_suite() {
     let redis = common::Redis::start();
-    let config = session_sidecar::config::StoreConfig {
-        key_prefix: "session:".into(),
-        timeout: Duration::from_millis(500),
-        backend: session_sidecar::config::StoreBackend::Redis {
+    let store = common::open_store(
+        session_sidecar::config::StoreBackend::Redis {
             url: redis.url(),
             ca_file: None,
         },
-    };
-    let store = session_sidecar::store::redis::open(&config).unwrap();
+        Duration::from_millis(500),
+    );
     run_suite(store, "session:").await;
     let ttl: i64 = redis
         .cli(&["PTTL", "session:many"])
@@ -243,7 +241,7 @@ pub async fn run_index_suite(store: Arc<dyn SessionStore>, prefix: &str) {
         .collect();
     found.sort();
     assert_eq!(found, vec![key("u1"), key("u2")]);
-    store.index_remove(&index, &key("u1")).await.unwrap();
+    store.index_remove(&index, &[key("u1")]).await.unwrap();
     let found = store
         .user_sessions(&index, "user_id", "\"ann\"", now_ms())
         .await
@@ -261,19 +259,14 @@ async fn memory_store_passes_the_index_suite() {
 #[tokio::test]
 async fn redis_store_passes_the_index_suite() {
     let redis = common::Redis::start();
-    let config = session_sidecar::config::StoreConfig {
-        key_prefix: "session:".into(),
-        timeout: Duration::from_millis(500),
-        backend: session_sidecar::config::StoreBackend::Redis {
+    let store = common::open_store(
+        session_sidecar::config::StoreBackend::Redis {
             url: redis.url(),
             ca_file: None,
         },
-    };
-    run_index_suite(
-        session_sidecar::store::redis::open(&config).unwrap(),
-        "session:",
-    )
-    .await;
+        Duration::from_millis(500),
+    );
+    run_index_suite(store, "session:").await;
     assert_eq!(
         redis.cli(&["ZCARD", "session:user:test"]).unwrap().trim(),
         "1",

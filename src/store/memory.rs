@@ -356,17 +356,16 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn index_remove(&self, index_key: &str, key: &str) -> Result<(), StoreError> {
+    async fn index_remove(&self, index_key: &str, keys: &[String]) -> Result<(), StoreError> {
         let mut sessions = self.lock();
-        let removed = sessions
-            .users
-            .get_mut(index_key)
-            .is_some_and(|m| m.remove(key).is_some());
-        if removed {
-            sessions.user_entries -= 1;
-            if sessions.users.get(index_key).is_some_and(|m| m.is_empty()) {
-                sessions.users.remove(index_key);
-            }
+        let Some(members) = sessions.users.get_mut(index_key) else {
+            return Ok(());
+        };
+        let removed = keys.iter().filter(|k| members.remove(*k).is_some()).count();
+        let empty = members.is_empty();
+        sessions.user_entries -= removed;
+        if empty {
+            sessions.users.remove(index_key);
         }
         Ok(())
     }

@@ -119,8 +119,8 @@ pub trait SessionStore: Send + Sync + 'static {
         deadline_ms: u64,
         now_ms: u64,
     ) -> Result<(), StoreError>;
-    /// Removes session `key` from the user index `index_key`.
-    async fn index_remove(&self, index_key: &str, key: &str) -> Result<(), StoreError>;
+    /// Removes sessions `keys` from the user index `index_key`, in one operation.
+    async fn index_remove(&self, index_key: &str, keys: &[String]) -> Result<(), StoreError>;
     /// The live sessions of the user index `index_key` whose `user_field` still holds
     /// `user` (JSON text), with their keys. Entries found dead or moved are pruned.
     async fn user_sessions(
@@ -296,8 +296,12 @@ impl Store {
 
     pub async fn index_remove(&self, user: &str, key: &str) -> Result<(), StoreError> {
         let index = self.index_key_for(user);
-        self.run("index_remove", self.inner.index_remove(&index, key))
-            .await
+        self.run(
+            "index_remove",
+            self.inner
+                .index_remove(&index, std::slice::from_ref(&key.to_string())),
+        )
+        .await
     }
 
     /// The live sessions of a user. A bulk operation: bounded by four store timeouts.
@@ -329,13 +333,7 @@ impl Store {
                         destroyed += 1;
                     }
                 }
-                let removals = futures_util::future::join_all(
-                    chunk.iter().map(|k| inner.index_remove(&index, k)),
-                )
-                .await;
-                for r in removals {
-                    r?;
-                }
+                inner.index_remove(&index, chunk).await?;
             }
             Ok(destroyed)
         };

@@ -175,6 +175,7 @@ pub struct RedisStore<C: Connector> {
     connector: C,
     write: Script,
     delete_if_unchanged: Script,
+    index_add: Script,
 }
 
 impl<C: Connector> RedisStore<C> {
@@ -183,6 +184,7 @@ impl<C: Connector> RedisStore<C> {
             connector,
             write: Script::new(WRITE_SCRIPT),
             delete_if_unchanged: Script::new(DELETE_IF_UNCHANGED_SCRIPT),
+            index_add: Script::new(INDEX_ADD_SCRIPT),
         }
     }
 
@@ -418,7 +420,8 @@ impl<C: Connector> SessionStore for RedisStore<C> {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let mut conn = self.connector.connection()?;
-        let _: i64 = Script::new(INDEX_ADD_SCRIPT)
+        let _: i64 = self
+            .index_add
             .key(index_key)
             .arg(key)
             .arg(deadline_ms)
@@ -429,11 +432,14 @@ impl<C: Connector> SessionStore for RedisStore<C> {
         Ok(())
     }
 
-    async fn index_remove(&self, index_key: &str, key: &str) -> Result<(), StoreError> {
+    async fn index_remove(&self, index_key: &str, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.connector.connection()?;
         let _: i64 = redis::cmd("ZREM")
             .arg(index_key)
-            .arg(key)
+            .arg(keys)
             .query_async(&mut conn)
             .await
             .map_err(store_error)?;

@@ -52,129 +52,35 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
 // Redis
 // -------------------------------------------------------------------------------------------
 
-pub struct Redis {
-    pub port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    appendonly: bool,
-}
+/// A standalone `redis-server` of the test's own: a [`Node`] without persistence, or with
+/// `appendonly` + `appendfsync always` so a restart keeps every acknowledged write.
+pub struct Redis(Node);
 
 impl Redis {
     pub fn start() -> Redis {
         Self::start_with(false)
     }
 
-    /// With `appendonly`, every write is fsynced, so a restart keeps acknowledged data.
     pub fn start_with(appendonly: bool) -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        let mut redis = Redis {
-            port: 0,
-            dir,
-            child: None,
-            appendonly,
-        };
-        for _ in 0..5 {
-            redis.port = free_port();
-            if redis.spawn() {
-                return redis;
-            }
-        }
-        panic!("could not start redis-server");
-    }
-
-    fn spawn(&mut self) -> bool {
-        let mut cmd = Command::new("redis-server");
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--save")
-            .arg("")
-            .arg("--dir")
-            .arg(self.dir.path())
-            .arg("--daemonize")
-            .arg("no")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if self.appendonly {
-            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        let args: &[&str] = if appendonly {
+            &["--appendonly", "yes", "--appendfsync", "always"]
         } else {
-            cmd.args(["--appendonly", "no"]);
-        }
-        let mut child = cmd.spawn().expect("redis-server must be installed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                let _ = child.wait();
-                return false;
-            }
-            if self.ping() {
-                self.child = Some(child);
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    pub fn ping(&self) -> bool {
-        self.cli(&["PING"])
-            .map(|o| o.trim() == "PONG")
-            .unwrap_or(false)
-    }
-
-    /// Runs redis-cli against this server; returns stdout.
-    pub fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    pub fn keys(&self, pattern: &str) -> Vec<String> {
-        self.cli(&["--scan", "--pattern", pattern])
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Kills the server at once (SIGKILL), as a crash would.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts it again on the same port and directory.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop it first");
-        for _ in 0..50 {
-            if self.spawn() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("redis did not restart on port {}", self.port);
+            &["--appendonly", "no"]
+        };
+        Redis(Node::start(None, args, None))
     }
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
+impl std::ops::Deref for Redis {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Redis {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.0
     }
 }
 
@@ -586,6 +492,20 @@ impl Sidecar {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("sidecar did not restart");
+    }
+
+    /// Status of `GET /readyz`.
+    pub async fn readyz(&self) -> u16 {
+        reqwest::get(self.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Waits until `/readyz` answers 200 (or `timeout` passes); true when it did.
+    pub async fn becomes_ready(&self, timeout: Duration) -> bool {
+        eventually(timeout, || async { self.readyz().await == 200 }).await
     }
 
     /// Scrapes /metrics into `name{labels} -> value`.
@@ -1062,6 +982,10 @@ impl Node {
             "redis"
         };
         format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ping(&self) -> bool {
+        self.cli(&["PING"]).is_some_and(|o| o.trim() == "PONG")
     }
 
     /// Runs redis-cli against this node; its stdout when the command succeeded (an error
