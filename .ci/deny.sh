@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Supply-chain checks with cargo-deny (config: deny.toml).
+# Supply-chain checks with cargo-deny (config: deny.toml), fully offline.
 #
 # - Installs cargo-deny when it is missing.
-# - Runs bans, licenses and sources, which need no network beyond what cargo already has.
-# - Runs advisories when the RustSec database can be fetched (it lives on GitHub). When it
-#   cannot, advisories are skipped with a message, unless DENY_ADVISORY_DB points at a local
-#   checkout of the advisory-db repository, which is then used as is (offline).
+# - `cargo fetch --locked` first: cargo-deny reads the metadata of every crate in Cargo.lock,
+#   including crates no Linux build downloads (Windows-only ones), and runs offline.
+# - bans, licenses, sources: need nothing beyond the cargo cache.
+# - advisories: always run, against a local RustSec database, never fetched from GitHub:
+#     DENY_ADVISORY_DB      a checkout of rustsec/advisory-db, used as is; else
+#     DENY_ADVISORY_BUNDLE  a git bundle of it (default: ../shared/advisory-db/advisory-db.bundle
+#                           beside the project), cloned into a temporary directory.
+#   When neither exists the script fails: the check must never silently disappear.
 #
-# Exit status: non-zero when any check that ran failed.
+# Exit status: non-zero when any check fails or cannot run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,24 +23,39 @@ if ! command -v cargo-deny >/dev/null 2>&1; then
 fi
 echo "deny: $(cargo deny --version)"
 
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+# Locate the advisory database before anything slow, so a missing one fails at once.
+db="${DENY_ADVISORY_DB:-}"
+if [[ -z "$db" ]]; then
+    bundle="${DENY_ADVISORY_BUNDLE:-../shared/advisory-db/advisory-db.bundle}"
+    if [[ ! -f "$bundle" ]]; then
+        echo "deny: ERROR: no RustSec advisory database: $bundle does not exist" >&2
+        echo "deny: ERROR: set DENY_ADVISORY_BUNDLE to a git bundle of rustsec/advisory-db," >&2
+        echo "deny: ERROR: or DENY_ADVISORY_DB to a checkout of it. Advisories are NOT checked." >&2
+        exit 1
+    fi
+    db="$tmp/advisory-db"
+    git clone --quiet "$bundle" "$db"
+    echo "deny: advisory database from $bundle ($(git -C "$db" log -1 --format='%h, %cs'))"
+else
+    echo "deny: advisory database $db"
+fi
+
+echo "deny: fetching every crate of Cargo.lock (all platforms)"
+cargo fetch --locked --quiet
+
 echo "deny: checking bans, licenses, sources"
 cargo deny --locked --offline check --hide-inclusion-graph bans licenses sources
 
-if [[ -n "${DENY_ADVISORY_DB:-}" ]]; then
-    # A local advisory-db checkout: point a copy of deny.toml at it, never fetch.
-    tmp="$(mktemp -d)"
-    trap 'rm -rf "$tmp"' EXIT
-    # cargo-deny looks for the default database in <db-path>/advisory-db-<hash of its URL>.
-    mkdir -p "$tmp/db"
-    ln -s "$(cd "$DENY_ADVISORY_DB" && pwd)" "$tmp/db/advisory-db-3157b0e258782691"
-    sed "s|^\[advisories\]|[advisories]\ndb-path = \"$tmp/db\"|" deny.toml > "$tmp/deny.toml"
-    echo "deny: checking advisories against the local database $DENY_ADVISORY_DB"
-    cargo deny --locked --offline --config "$tmp/deny.toml" check --hide-inclusion-graph advisories
-elif cargo deny fetch db >/dev/null 2>&1; then
-    echo "deny: checking advisories"
-    cargo deny --locked --offline check --hide-inclusion-graph advisories
-else
-    echo "deny: advisories SKIPPED: the RustSec advisory database could not be fetched (no route to GitHub)."
-    echo "deny:   run with DENY_ADVISORY_DB=/path/to/advisory-db to check against a local copy."
-fi
+# cargo-deny looks for its database in <db-path>/advisory-db-<hash of the default URL>;
+# a copy of deny.toml points db-path at a directory holding a link to the local database.
+mkdir -p "$tmp/db"
+ln -s "$(cd "$db" && pwd)" "$tmp/db/advisory-db-3157b0e258782691"
+sed "s|^\[advisories\]|[advisories]\ndb-path = \"$tmp/db\"|" deny.toml >"$tmp/deny.toml"
+echo "deny: checking advisories"
+cargo deny --locked --offline --config "$tmp/deny.toml" check --disable-fetch \
+    --hide-inclusion-graph advisories
+echo "deny: advisories ok"
 echo "deny: ok"
