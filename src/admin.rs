@@ -15,30 +15,20 @@ use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
 use crate::protocol::to_ascii_json;
-use crate::store::{SessionRecord, Store};
+use crate::session::Engine;
+use crate::store::{SessionRecord, StoreError};
 
-/// What the admin session API needs beyond the store.
+/// The admin session API's access check.
 #[derive(Clone)]
 pub struct SessionApi {
     /// SHA-256 of the bearer token; compared in constant time.
     token_digest: [u8; 32],
-    user_field: Option<String>,
-    idle: Duration,
-    absolute: Duration,
 }
 
 impl SessionApi {
-    pub fn new(
-        token: &str,
-        user_field: Option<String>,
-        idle: Duration,
-        absolute: Duration,
-    ) -> SessionApi {
+    pub fn new(token: &str) -> SessionApi {
         SessionApi {
             token_digest: Sha256::digest(token.as_bytes()).into(),
-            user_field,
-            idle,
-            absolute,
         }
     }
 
@@ -57,7 +47,8 @@ impl SessionApi {
 }
 
 pub struct AdminApp {
-    store: Store,
+    /// The session engine over the admin listener's own store connection.
+    engine: Engine,
     metrics: Arc<Metrics>,
     sessions: Option<SessionApi>,
 }
@@ -86,9 +77,9 @@ fn user_candidates(id: &str) -> Vec<String> {
 }
 
 impl AdminApp {
-    pub fn new(store: Store, metrics: Arc<Metrics>, sessions: Option<SessionApi>) -> AdminApp {
+    pub fn new(engine: Engine, metrics: Arc<Metrics>, sessions: Option<SessionApi>) -> AdminApp {
         AdminApp {
-            store,
+            engine,
             metrics,
             sessions,
         }
@@ -145,7 +136,7 @@ impl AdminApp {
                             .find(|(k, _)| k == "user")
                             .map(|(_, v)| v.into_owned())
                     });
-                    self.sessions_api(api, method, user).await
+                    self.sessions_api(method, user).await
                 }
             },
             _ => (
@@ -159,28 +150,22 @@ impl AdminApp {
 
     /// Pings the store. A broken connection fails its first command and reconnects, so a
     /// failure that is not a timeout is retried once: a store that is back reads as ready.
-    async fn ready(&self) -> Result<(), crate::store::StoreError> {
-        match self.store.ping().await {
-            Err(crate::store::StoreError::Timeout(_)) => {
-                Err(crate::store::StoreError::Timeout(self.store.timeout()))
-            }
-            Err(_) => self.store.ping().await,
+    async fn ready(&self) -> Result<(), StoreError> {
+        let store = self.engine.store();
+        match store.ping().await {
+            Err(StoreError::Timeout(_)) => Err(StoreError::Timeout(store.timeout())),
+            Err(_) => store.ping().await,
             Ok(()) => Ok(()),
         }
     }
 
-    async fn sessions_api(
-        &self,
-        api: &SessionApi,
-        method: &Method,
-        user: Option<String>,
-    ) -> Answer {
-        let Some(field) = api.user_field.as_deref() else {
+    async fn sessions_api(&self, method: &Method, user: Option<String>) -> Answer {
+        if self.engine.policy().user_field.is_none() {
             return json_answer(
                 StatusCode::CONFLICT,
                 json!({"error": "session.user_field is not configured, so sessions are not indexed by user"}),
             );
-        };
+        }
         let user = match user {
             Some(u) if !u.is_empty() => u,
             _ => {
@@ -190,35 +175,30 @@ impl AdminApp {
                 )
             }
         };
-        if method != Method::GET && method != Method::DELETE {
-            return json_answer(
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"error": "use GET or DELETE"}),
-            );
-        }
-        let mut found: Vec<(String, String, SessionRecord)> = Vec::new();
-        for candidate in user_candidates(&user) {
-            match self.store.user_sessions(field, &candidate).await {
-                Ok(list) => found.extend(list.into_iter().map(|(k, r)| (candidate.clone(), k, r))),
-                Err(e) => {
-                    return json_answer(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        json!({"error": format!("store: {e}")}),
-                    )
+        let store_failed = |e: StoreError, destroyed: Option<usize>| {
+            let mut body = json!({"error": format!("store: {e}")});
+            if let Some(n) = destroyed {
+                body["destroyed"] = json!(n);
+            }
+            json_answer(StatusCode::SERVICE_UNAVAILABLE, body)
+        };
+        if method == Method::GET {
+            let mut found: Vec<SessionRecord> = Vec::new();
+            for candidate in user_candidates(&user) {
+                match self.engine.sessions_of(&candidate).await {
+                    Ok(list) => found.extend(list),
+                    Err(e) => return store_failed(e, None),
                 }
             }
-        }
-        if method == Method::GET {
-            found.sort_by_key(|(_, _, r)| r.created_ms);
+            found.sort_by_key(|r| r.created_ms);
+            let expiry = self.engine.policy().expiry;
             let sessions: Vec<Value> = found
                 .iter()
-                .map(|(_, _, r)| {
-                    let idle_end = r.touched_ms + api.idle.as_millis() as u64;
-                    let hard_end = r.created_ms + api.absolute.as_millis() as u64;
+                .map(|r| {
                     json!({
                         "created": rfc3339(r.created_ms),
                         "last_seen": rfc3339(r.touched_ms),
-                        "expires": rfc3339(idle_end.min(hard_end)),
+                        "expires": rfc3339(expiry.expires_at(r.created_ms, r.touched_ms)),
                     })
                 })
                 .collect();
@@ -227,30 +207,19 @@ impl AdminApp {
                 json!({"user": user, "count": sessions.len(), "sessions": sessions}),
             );
         }
+        if method != Method::DELETE {
+            return json_answer(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "use GET or DELETE"}),
+            );
+        }
         let mut destroyed = 0;
         for candidate in user_candidates(&user) {
-            let keys: Vec<String> = found
-                .iter()
-                .filter(|(c, _, _)| *c == candidate)
-                .map(|(_, k, _)| k.clone())
-                .collect();
-            if keys.is_empty() {
-                continue;
-            }
-            match self.store.destroy_many(&candidate, &keys).await {
+            match self.engine.log_out_user(&candidate).await {
                 Ok(n) => destroyed += n,
-                Err(e) => {
-                    return json_answer(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        json!({"error": format!("store: {e}"), "destroyed": destroyed}),
-                    )
-                }
+                Err(e) => return store_failed(e, Some(destroyed)),
             }
         }
-        self.metrics
-            .sessions_destroyed
-            .with_label_values(&["admin"])
-            .inc_by(destroyed as u64);
         tracing::info!(
             sessions = destroyed,
             "admin API destroyed every session of a user"
@@ -288,12 +257,7 @@ mod tests {
 
     #[test]
     fn bearer_token_must_match_exactly() {
-        let api = SessionApi::new(
-            "the-admin-token-123",
-            None,
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        );
+        let api = SessionApi::new("the-admin-token-123");
         assert!(api.authorized(Some(b"Bearer the-admin-token-123")));
         assert!(!api.authorized(Some(b"Bearer the-admin-token-12")));
         assert!(!api.authorized(Some(b"bearer the-admin-token-123")));

@@ -218,12 +218,12 @@ pub fn split_cookies<'a>(name: &str, headers: impl IntoIterator<Item = &'a [u8]>
     let mut found = false;
     for header in headers {
         for pair in header.split(|b| *b == b';') {
-            let pair = trim(pair);
+            let pair = pair.trim_ascii();
             if pair.is_empty() {
                 continue;
             }
             let (key, value) = match pair.iter().position(|b| *b == b'=') {
-                Some(i) => (trim(&pair[..i]), trim(&pair[i + 1..])),
+                Some(i) => (pair[..i].trim_ascii(), pair[i + 1..].trim_ascii()),
                 None => (pair, &pair[pair.len()..]),
             };
             if key == name {
@@ -246,18 +246,6 @@ pub fn split_cookies<'a>(name: &str, headers: impl IntoIterator<Item = &'a [u8]>
         rest: if rest.is_empty() { None } else { Some(rest) },
         found,
     }
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    &bytes[start..end]
 }
 
 /// `X-Session-Signature` value: `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<value>")>`.

@@ -8,12 +8,13 @@
 pub mod admin;
 pub mod config;
 pub mod cookie;
-pub mod detect;
-pub mod hostile;
+pub mod cookie_abuse;
+pub mod framing;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod protocol;
 pub mod proxy;
 pub mod server;
+pub mod session;
 pub mod store;

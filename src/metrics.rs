@@ -1,6 +1,7 @@
 //! Every metric of the sidecar, defined in one place and registered in one registry, which
 //! the admin listener serves as Prometheus text at `/metrics`.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
@@ -32,6 +33,8 @@ pub const STORE_OPS: &[&str] = &[
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
+    /// `sidecar_requests_total` per status code 100..=599, resolved on first use.
+    requests_by_code: Vec<OnceLock<IntCounter>>,
     pub request_duration: Histogram,
     pub sessions_created: IntCounter,
     pub sessions_regenerated: IntCounter,
@@ -41,7 +44,9 @@ pub struct Metrics {
     pub loads_error: IntCounter,
     pub writes_ok: IntCounter,
     pub writes_error: IntCounter,
-    pub writes_dropped: IntCounter,
+    /// `sidecar_session_changes_dropped_total`, by reason (see [`Metrics::changes_dropped`]).
+    dropped_store_error: IntCounter,
+    dropped_session_ended: IntCounter,
     pub cookies_rejected: IntCounterVec,
     pub set_rejected: IntCounterVec,
     pub store_duration: HistogramVec,
@@ -113,9 +118,12 @@ impl Metrics {
             "Session writes, by result (ok, error).",
             &["result"],
         );
-        let writes_dropped = counter(
+        let changes_dropped = counter_vec(
             "sidecar_session_changes_dropped_total",
-            "Session changes dropped under fail_open because the store was unavailable.",
+            "Session changes the app asked for and that were not applied, by reason: \
+             store_error (fail_open, the store could not save it), session_ended (the session \
+             was destroyed, regenerated or expired while the request was at the app).",
+            &["reason"],
         );
         let cookies_rejected = counter_vec(
             "sidecar_cookies_rejected_total",
@@ -168,7 +176,7 @@ impl Metrics {
 
         // Series the sidecar itself answers with exist from the start, so dashboards and
         // alerts see zero rather than nothing.
-        for code in ["200", "431", "502", "503"] {
+        for code in ["200", "431", "499", "502", "503"] {
             requests.with_label_values(&[code]);
         }
         for reason in ["malformed", "bad_signature", "expired"] {
@@ -198,11 +206,13 @@ impl Metrics {
             writes_error: writes.with_label_values(&["error"]),
             registry,
             requests,
+            requests_by_code: (100..=599).map(|_| OnceLock::new()).collect(),
             request_duration,
             sessions_created,
             sessions_regenerated,
             sessions_destroyed,
-            writes_dropped,
+            dropped_store_error: changes_dropped.with_label_values(&["store_error"]),
+            dropped_session_ended: changes_dropped.with_label_values(&["session_ended"]),
             cookies_rejected,
             set_rejected,
             store_duration,
@@ -212,6 +222,26 @@ impl Metrics {
             client_headers_stripped,
             admin_requests,
             in_flight,
+        }
+    }
+
+    /// Counts a finished request under the status sent (499: the client went away first).
+    pub fn count_request(&self, status: u16) {
+        let code =
+            http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        match self.requests_by_code.get(usize::from(code.as_u16()) - 100) {
+            Some(slot) => slot
+                .get_or_init(|| self.requests.with_label_values(&[code.as_str()]))
+                .inc(),
+            None => self.requests.with_label_values(&[code.as_str()]).inc(),
+        }
+    }
+
+    /// The counter of changes dropped for `reason`.
+    pub fn changes_dropped(&self, reason: crate::session::DropReason) -> &IntCounter {
+        match reason {
+            crate::session::DropReason::StoreError => &self.dropped_store_error,
+            crate::session::DropReason::SessionEnded => &self.dropped_session_ended,
         }
     }
 

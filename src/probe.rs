@@ -27,61 +27,42 @@ pub struct Target {
     pub path: String,
 }
 
-/// Parses `http://host[:port][/path][?query]`. Only plain HTTP: the admin listener has no TLS.
+/// Parses `http://host[:port][/path][?query]` (a fragment is ignored). Only plain HTTP: the
+/// admin listener has no TLS.
 pub fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = match url.get(..7) {
-        Some(scheme) if scheme.eq_ignore_ascii_case("http://") => &url[7..],
-        _ => return Err(format!("`{url}` is not an http:// URL")),
-    };
-    let rest = rest.split('#').next().unwrap_or_default();
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
-        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-        None => (rest, "/".to_string()),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return Err(format!("`{url}` has no usable host"));
-    }
-    if path
-        .bytes()
-        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    let without_fragment = url.split('#').next().unwrap_or_default();
+    let uri: http::Uri = without_fragment
+        .parse()
+        .map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+    if !uri
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("http"))
     {
-        return Err(format!(
-            "`{url}` has spaces or control characters in its path"
-        ));
+        return Err(format!("`{url}` is not an http:// URL"));
     }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("`{url}` has an unclosed [ in its host"))?;
-        match after {
-            "" => (host, None),
-            p => (
-                host,
-                Some(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| format!("`{url}` has a bad port"))?,
-                ),
-            ),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    let port = match port {
-        None => 80,
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 => n,
-            _ => return Err(format!("`{url}` has a bad port")),
-        },
-    };
+    let authority = uri
+        .authority()
+        .filter(|a| !a.as_str().contains('@'))
+        .ok_or_else(|| format!("`{url}` has no usable host"))?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("`{url}` has no usable host"));
     }
+    let port = match authority.port_u16() {
+        None if authority.as_str().ends_with(':') => return Err(format!("`{url}` has a bad port")),
+        None => 80,
+        Some(0) => return Err(format!("`{url}` has a bad port")),
+        Some(p) => p,
+    };
+    let path = match uri.query() {
+        Some(q) => format!("{}?{q}", uri.path()),
+        None => uri.path().to_string(),
+    };
     Ok(Target {
-        authority: authority.to_string(),
+        authority: authority.as_str().to_string(),
         host: host.to_string(),
         port,
         path,

@@ -20,8 +20,7 @@ pub const X_SESSION_ACTION: HeaderName = HeaderName::from_static("x-session-acti
 /// The optional signature of `X-Session`.
 pub const X_SESSION_SIGNATURE: HeaderName = HeaderName::from_static("x-session-signature");
 
-/// Prefix of the sidecar's own metadata fields, never shown to or writable by the app.
-pub const RESERVED_PREFIX: &str = "__";
+pub use crate::session::{Action, Change, SetRejection, RESERVED_PREFIX};
 
 /// True for every header a client must never be able to send to the app: the `X-Session*`
 /// family, matched case-insensitively and with `_` in place of `-`.
@@ -40,52 +39,6 @@ pub fn is_reserved_request_header(name: &str) -> bool {
                 *c == n || (*c == b'-' && n == b'_')
             })
     })
-}
-
-/// One response's change to a session: fields to set (name, canonical JSON text) and fields
-/// to delete, each name at most once, in the order the app wrote them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Change {
-    pub set: Vec<(String, String)>,
-    pub delete: Vec<String>,
-}
-
-impl Change {
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.delete.is_empty()
-    }
-
-    /// The fields after this change is applied to `current`.
-    pub fn merged(&self, current: &[(String, String)]) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = current
-            .iter()
-            .filter(|(k, _)| !self.delete.contains(k) && !self.set.iter().any(|(s, _)| s == k))
-            .cloned()
-            .collect();
-        out.extend(self.set.iter().cloned());
-        out
-    }
-}
-
-/// Why a response's `X-Session-Set` headers were rejected (the metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SetRejection {
-    #[error("X-Session-Set is not a JSON object or has an empty key")]
-    Malformed,
-    #[error("X-Session-Set writes a reserved key (starting with __)")]
-    ReservedKey,
-    #[error("the session would exceed session.max_bytes")]
-    TooLarge,
-}
-
-impl SetRejection {
-    pub fn label(self) -> &'static str {
-        match self {
-            SetRejection::Malformed => "malformed",
-            SetRejection::ReservedKey => "reserved_key",
-            SetRejection::TooLarge => "too_large",
-        }
-    }
 }
 
 /// Parses every `X-Session-Set` value of one response, in order, into one change.
@@ -115,14 +68,6 @@ pub fn parse_sets<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Result<Chan
         }
     }
     Ok(change)
-}
-
-/// What the app asked for with `X-Session-Action`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Action {
-    Regenerate,
-    Destroy,
-    DestroyAll,
 }
 
 /// Reads the `X-Session-Action` values of one response. The strongest action wins
@@ -405,24 +350,5 @@ mod tests {
         let (a, unknown) = parse_actions([b"explode".as_slice()]);
         assert_eq!(a, None);
         assert_eq!(unknown, vec!["explode".to_string()]);
-    }
-
-    #[test]
-    fn merged_replaces_deletes_and_appends() {
-        let current = vec![
-            ("a".to_string(), "1".to_string()),
-            ("b".to_string(), "2".to_string()),
-        ];
-        let change = Change {
-            set: vec![("b".into(), "3".into()), ("c".into(), "4".into())],
-            delete: vec!["a".into()],
-        };
-        assert_eq!(
-            change.merged(&current),
-            vec![
-                ("b".to_string(), "3".to_string()),
-                ("c".to_string(), "4".to_string())
-            ]
-        );
     }
 }

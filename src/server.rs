@@ -16,8 +16,10 @@ use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, SessionApi};
 use crate::config::{Config, StoreBackend};
+use crate::cookie_abuse::RejectionTracker;
 use crate::metrics::Metrics;
 use crate::proxy::SessionProxy;
+use crate::session::Engine;
 use crate::store::Store;
 
 /// Process-level options that are not part of `proxy.yaml`.
@@ -65,7 +67,14 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let proxy = SessionProxy::new(&config, upstream, store.clone(), metrics.clone());
+    let abuse = Arc::new(RejectionTracker::default());
+    let proxy = SessionProxy::new(
+        &config,
+        upstream,
+        store.clone(),
+        metrics.clone(),
+        abuse.clone(),
+    );
     let mut proxy_service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         proxy,
@@ -88,17 +97,14 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
             _ => Store::from_config(&config.store, metrics.clone())
                 .map_err(|e| format!("store: {e}"))?,
         };
-        let sessions = config.admin.token.as_deref().map(|token| {
-            SessionApi::new(
-                token,
-                config.session.user_field.clone(),
-                config.session.idle_timeout,
-                config.session.absolute_timeout,
-            )
-        });
+        let sessions = config.admin.token.as_deref().map(SessionApi::new);
         let mut admin = Service::new(
             "session-sidecar admin".to_string(),
-            AdminApp::new(admin_store, metrics.clone(), sessions),
+            AdminApp::new(
+                Engine::new(&config, admin_store, metrics.clone(), abuse),
+                metrics.clone(),
+                sessions,
+            ),
         );
         admin.add_tcp(&admin_addr.to_string());
         admin.threads = Some(1);

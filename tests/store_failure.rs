@@ -182,7 +182,7 @@ async fn fail_open_redis_killed_and_restarted() {
     assert!(anon.cookie.is_none(), "no session could be created");
     assert!(
         sidecar
-            .metric("sidecar_session_changes_dropped_total")
+            .metric("sidecar_session_changes_dropped_total{reason=\"store_error\"}")
             .await
             >= 2.0
     );

@@ -10,21 +10,13 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// At most one warning per address per this interval.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(60);
 /// Bound on the number of addresses tracked at once.
 pub const MAX_TRACKED: usize = 10_000;
-
-static TRACKER: LazyLock<RejectionTracker> = LazyLock::new(RejectionTracker::default);
-
-/// Records one rejected session cookie from `client` in the process-wide tracker, logging a
-/// throttled warning that names the address.
-pub fn cookie_rejected(client: Option<IpAddr>) {
-    TRACKER.rejected(client);
-}
 
 /// A warning that is due: `count` rejections from `client` since the previous warning.
 #[derive(Debug, Clone, PartialEq, Eq)]

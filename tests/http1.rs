@@ -1,0 +1,117 @@
+//! HTTP/1.1 connection behaviour through the real binary, over raw sockets.
+//!
+//! Guards: pipelined requests on one connection are all answered, in order (none dropped);
+//! a client that goes away before its answer is counted as `code="499"`, never `"0"`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+
+/// The sidecar's `host:port`.
+fn address(sidecar: &Sidecar) -> String {
+    sidecar.url("").trim_start_matches("http://").to_string()
+}
+
+/// Reads `n` complete responses (Content-Length framed) from `stream`.
+fn read_responses(stream: &mut TcpStream, n: usize) -> Vec<(u16, String)> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 16384];
+    while out.len() < n {
+        // Parse every complete response already buffered.
+        loop {
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                break;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("Content-Length framed");
+            if buf.len() < end + 4 + length {
+                break;
+            }
+            let status: u16 = head[9..12].parse().unwrap();
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+            out.push((status, body));
+            buf.drain(..end + 4 + length);
+        }
+        if out.len() >= n {
+            break;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(e) => panic!("read failed after {} responses: {e}", out.len()),
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn six_pipelined_requests_are_answered_in_order() {
+    let backend = Backend::start().await;
+    let sidecar = Sidecar::start(&Settings::memory(), &backend.addr());
+    let addr = address(&sidecar);
+    let responses = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let mut requests = Vec::new();
+        for i in 1..=6 {
+            requests.extend_from_slice(
+                format!("GET /p{i} HTTP/1.1\r\nHost: sidecar\r\nUser-Agent: pipeline\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+        stream.write_all(&requests).unwrap();
+        read_responses(&mut stream, 6)
+    })
+    .await
+    .unwrap();
+    assert_eq!(responses.len(), 6, "every pipelined request answered");
+    for (i, (status, body)) in responses.iter().enumerate() {
+        assert_eq!(*status, 200);
+        let seen: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(seen["path"], format!("/p{}", i + 1), "answered in order");
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_is_counted_as_499() {
+    let backend = Backend::start().await;
+    let sidecar = Sidecar::start(&Settings::memory(), &backend.addr());
+    let addr = address(&sidecar);
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: sidecar\r\nX-Delay-Ms: 1000\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(stream);
+    })
+    .await
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            sidecar.metric("sidecar_requests_total{code=\"499\"}").await >= 1.0
+        })
+        .await,
+        "the abort is counted as 499: {:?}",
+        sidecar.metrics().await
+    );
+    let metrics = sidecar.metrics().await;
+    assert!(
+        !metrics.contains_key("sidecar_requests_total{code=\"0\"}"),
+        "never as 0"
+    );
+}
