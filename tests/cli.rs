@@ -137,3 +137,78 @@ fn garbage_and_missing_files_are_clear_errors() {
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+const SECRET_ENV: (&str, &str) = ("SESSION_SECRET", "0123456789abcdef0123456789abcdef");
+
+/// Appended to `GOOD`, which ends inside its `store` section.
+const ABSURD_DURATIONS: &str = "  timeout: 100000000000d
+grace_period: 500000000000y
+upstream_connect_timeout: 0s
+upstream_read_timeout: 999999999999999999999d
+session:
+  idle_timeout: 18446744073709551615s 1000ms
+  absolute_timeout: 400d
+";
+
+#[test]
+fn absurd_durations_are_refused_by_check_and_at_start_naming_each_key() {
+    let yaml = format!("{GOOD}{ABSURD_DURATIONS}");
+    let expected = [
+        "grace_period: must be at most 1h",
+        "upstream_connect_timeout: must be at least 1ms",
+        "upstream_read_timeout: `999999999999999999999d` is too large",
+        "store.timeout: must be at most 60s",
+        "session.idle_timeout: `18446744073709551615s 1000ms` is too large",
+        "session.absolute_timeout: must be at most 365d",
+    ];
+    for args in [&["--check"][..], &[][..]] {
+        let (code, out, err) = run(args, &yaml, &[SECRET_ENV]);
+        assert_ne!(code, 0, "{args:?}: {out}{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{args:?}: {err}"
+        );
+        for line in expected {
+            assert!(
+                err.lines().any(|l| l.ends_with(&format!(": {line}"))),
+                "{args:?}: no line ends with {line}:\n{err}"
+            );
+        }
+        assert_eq!(err.lines().count(), expected.len(), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_cookie_max_age_past_the_browsers_cap_is_refused() {
+    let yaml = GOOD.replace("  secrets:", "  max_age: 401d\n  secrets:")
+        + "session:\n  absolute_timeout: 365d\n";
+    let (code, _, err) = run(&["--check"], &yaml, &[SECRET_ENV]);
+    assert_ne!(code, 0);
+    assert!(
+        err.trim_end()
+            .ends_with(": cookie.max_age: must be at most 400d"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_reports_bad_csrf_entries_with_their_index() {
+    let yaml = format!(
+        "{GOOD}csrf:\n  mode: enforce\n  trusted_origins: [\"https://ok.example.com\", \"https://bad.example.com/\"]\n  exempt_paths: [\"webhooks/\"]\n"
+    );
+    let (code, _, err) = run(&["--check"], &yaml, &[SECRET_ENV]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(": csrf.trusted_origins[1]: `https://bad.example.com/` must not have a path"),
+        "{err}"
+    );
+    assert!(
+        err.contains(": csrf.exempt_paths[0]: `webhooks/` must start with /"),
+        "{err}"
+    );
+    let fixed = yaml
+        .replace("https://bad.example.com/", "https://bad.example.com")
+        .replace("webhooks/", "/webhooks/");
+    let (code, _, err) = run(&["--check"], &fixed, &[SECRET_ENV]);
+    assert_eq!(code, 0, "{err}");
+}
