@@ -5,16 +5,18 @@
 //! A store key is `key_prefix` + hex SHA-256 of the session ID (see [`crate::cookie`]). Field
 //! values are JSON text; metadata lives in `__`-prefixed fields the app never sees.
 
-pub mod cluster;
 pub mod memory;
 pub mod redis;
-pub mod sentinel;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+use self::redis::cluster::Cluster;
+use self::redis::sentinel::{Sentinel, SentinelSettings};
+use self::redis::standalone::Standalone;
+use self::redis::RedisStore;
 use crate::config::{StoreBackend, StoreConfig};
 use crate::metrics::Metrics;
 use crate::protocol::Change;
@@ -142,6 +144,45 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Builds the store of the configured kind: the one place that maps `store.kind` to an
+/// implementation. Nothing connects yet: Redis connections are made lazily, on the runtime of
+/// the first operation.
+pub fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, StoreError> {
+    Ok(match &config.backend {
+        StoreBackend::Memory {
+            max_sessions,
+            persist_path,
+        } => Arc::new(memory::MemoryStore::open(
+            *max_sessions,
+            persist_path.clone(),
+        )),
+        StoreBackend::Redis { url, ca_file } => Arc::new(RedisStore::new(Standalone::open(
+            url,
+            ca_file.as_deref(),
+            config.timeout,
+        )?)),
+        StoreBackend::RedisCluster { nodes, auth } => {
+            Arc::new(RedisStore::new(Cluster::open(nodes, auth, config.timeout)?))
+        }
+        StoreBackend::RedisSentinel {
+            sentinels,
+            master_name,
+            db,
+            auth,
+            sentinel_username,
+            sentinel_password,
+        } => Arc::new(RedisStore::new(Sentinel::open(SentinelSettings {
+            sentinels,
+            master_name,
+            db: *db,
+            auth,
+            sentinel_username: sentinel_username.as_deref(),
+            sentinel_password: sentinel_password.as_deref(),
+            timeout: config.timeout,
+        })?)),
+    })
+}
+
 /// The store as the proxy and admin listener see it: any [`SessionStore`], every operation
 /// bounded by `store.timeout` and measured.
 #[derive(Clone)]
@@ -153,23 +194,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// Builds the configured store. Redis connections are made lazily, on the runtime of
-    /// the first operation.
+    /// Builds the configured store (see [`open`]).
     pub fn from_config(config: &StoreConfig, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
-        let inner: Arc<dyn SessionStore> = match &config.backend {
-            StoreBackend::Memory {
-                max_sessions,
-                persist_path,
-            } => Arc::new(memory::MemoryStore::open(
-                *max_sessions,
-                persist_path.clone(),
-            )),
-            StoreBackend::Redis { .. }
-            | StoreBackend::RedisCluster { .. }
-            | StoreBackend::RedisSentinel { .. } => redis::open(config)?,
-        };
         Ok(Store::new(
-            inner,
+            open(config)?,
             config.timeout,
             &config.key_prefix,
             metrics,

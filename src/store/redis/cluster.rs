@@ -27,9 +27,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
-use super::redis::{read_ca_file, Connector};
-use super::StoreError;
+use super::tls::read_ca_file;
+use super::Connector;
 use crate::config::RedisAuth;
+use crate::store::StoreError;
 
 /// Retries of one command inside the cluster client (after a redirect, a reconnect or a
 /// slot-map refresh). Few, because `store.timeout` bounds the whole request anyway.

@@ -33,9 +33,10 @@ use redis::{
     RedisFuture, RedisResult, ServerErrorKind, Value,
 };
 
-use super::redis::{read_ca_file, Connector};
-use super::StoreError;
+use super::tls::read_ca_file;
+use super::Connector;
 use crate::config::RedisAuth;
+use crate::store::StoreError;
 
 /// Least time between two attempts to find the master while none is known.
 pub const RESOLVE_INTERVAL: Duration = Duration::from_millis(100);
