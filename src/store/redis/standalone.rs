@@ -10,7 +10,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Client;
 
-use super::{store_error, tls, Connector};
+use super::tls::Tls;
+use super::{store_error, Connector};
 use crate::store::StoreError;
 
 /// One Redis server through a reconnecting, multiplexed [`ConnectionManager`].
@@ -27,8 +28,11 @@ impl Standalone {
         ca_file: Option<&Path>,
         timeout: Duration,
     ) -> Result<Standalone, StoreError> {
+        let client = Tls::for_urls("store.url", &[url], ca_file)?
+            .client(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
         Ok(Standalone {
-            client: tls::client(url, ca_file)?,
+            client,
             timeout,
             manager: OnceLock::new(),
         })
