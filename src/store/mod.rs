@@ -8,6 +8,8 @@
 pub mod memory;
 pub mod redis;
 
+pub use crate::metrics::StoreOp;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -231,26 +233,17 @@ impl Store {
         self.timeout
     }
 
+    /// Runs one operation, bounded by `store.timeout`.
     async fn run<T>(
         &self,
-        op: &'static str,
+        op: StoreOp,
         fut: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let start = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
-        };
-        self.metrics
-            .observe_store(op, start.elapsed(), result.is_ok());
-        if let Err(e) = &result {
-            tracing::warn!(op, error = %e, "store operation failed");
-        }
-        result
+        self.run_within(op, self.timeout, fut).await
     }
 
     pub async fn load(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
-        self.run("load", self.inner.load(key)).await
+        self.run(StoreOp::Load, self.inner.load(key)).await
     }
 
     pub async fn create(
@@ -260,7 +253,7 @@ impl Store {
         now_ms: u64,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.run("create", self.inner.create(key, fields, now_ms, ttl))
+        self.run(StoreOp::Create, self.inner.create(key, fields, now_ms, ttl))
             .await
     }
 
@@ -271,7 +264,7 @@ impl Store {
         now_ms: u64,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        self.run("update", self.inner.update(key, change, now_ms, ttl))
+        self.run(StoreOp::Update, self.inner.update(key, change, now_ms, ttl))
             .await
     }
 
@@ -284,18 +277,18 @@ impl Store {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         self.run(
-            "regenerate",
+            StoreOp::Regenerate,
             self.inner.regenerate(old_key, new_key, change, now_ms, ttl),
         )
         .await
     }
 
     pub async fn destroy(&self, key: &str) -> Result<bool, StoreError> {
-        self.run("destroy", self.inner.destroy(key)).await
+        self.run(StoreOp::Destroy, self.inner.destroy(key)).await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.run("ping", self.inner.ping()).await
+        self.run(StoreOp::Ping, self.inner.ping()).await
     }
 
     /// The user index key for a user (the user field's JSON text): hashed like session keys.
@@ -316,7 +309,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let index = self.index_key_for(user);
         self.run(
-            "index_add",
+            StoreOp::IndexAdd,
             self.inner.index_add(&index, key, deadline_ms, now_ms()),
         )
         .await
@@ -325,7 +318,7 @@ impl Store {
     pub async fn index_remove(&self, user: &str, key: &str) -> Result<(), StoreError> {
         let index = self.index_key_for(user);
         self.run(
-            "index_remove",
+            StoreOp::IndexRemove,
             self.inner
                 .index_remove(&index, std::slice::from_ref(&key.to_string())),
         )
@@ -340,7 +333,7 @@ impl Store {
     ) -> Result<Vec<(String, SessionRecord)>, StoreError> {
         let index = self.index_key_for(user);
         self.run_bulk(
-            "user_sessions",
+            StoreOp::UserSessions,
             self.inner.user_sessions(&index, user_field, user, now_ms()),
         )
         .await
@@ -365,15 +358,26 @@ impl Store {
             }
             Ok(destroyed)
         };
-        self.run_bulk("destroy_many", work).await
+        self.run_bulk(StoreOp::DestroyMany, work).await
     }
 
+    /// Runs one bulk operation, bounded by four `store.timeout`s.
     async fn run_bulk<T>(
         &self,
-        op: &'static str,
+        op: StoreOp,
         fut: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let limit = self.timeout * 4;
+        self.run_within(op, self.timeout * 4, fut).await
+    }
+
+    /// Runs `fut` for at most `limit`, records its latency and outcome under `op`, and logs a
+    /// failure.
+    async fn run_within<T>(
+        &self,
+        op: StoreOp,
+        limit: Duration,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let start = Instant::now();
         let result = match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,
@@ -382,7 +386,7 @@ impl Store {
         self.metrics
             .observe_store(op, start.elapsed(), result.is_ok());
         if let Err(e) = &result {
-            tracing::warn!(op, error = %e, "store operation failed");
+            tracing::warn!(op = op.as_str(), error = %e, "store operation failed");
         }
         result
     }
