@@ -13,52 +13,42 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// A store operation, as the `op` label of `sidecar_store_duration_seconds` and
-/// `sidecar_store_errors_total` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StoreOp {
-    Load,
-    Create,
-    Update,
-    Regenerate,
-    Destroy,
-    Ping,
-    IndexAdd,
-    IndexRemove,
-    UserSessions,
-    DestroyMany,
+/// Declares [`StoreOp`] from one list of (variant, label), so a variant cannot be missing
+/// from [`StoreOp::ALL`] (which sizes the per-op metric array) or lack a label.
+macro_rules! store_ops {
+    ($($op:ident => $label:literal,)+) => {
+        /// A store operation, as the `op` label of `sidecar_store_duration_seconds` and
+        /// `sidecar_store_errors_total` names it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum StoreOp {
+            $($op,)+
+        }
+
+        impl StoreOp {
+            /// Every operation, in declaration order (so `op as usize` indexes it).
+            pub const ALL: [StoreOp; [$($label),+].len()] = [$(StoreOp::$op),+];
+
+            /// The `op` label value.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(StoreOp::$op => $label,)+
+                }
+            }
+        }
+    };
 }
 
-impl StoreOp {
-    /// Every operation, in declaration order (so `op as usize` indexes it).
-    pub const ALL: [StoreOp; 10] = [
-        StoreOp::Load,
-        StoreOp::Create,
-        StoreOp::Update,
-        StoreOp::Regenerate,
-        StoreOp::Destroy,
-        StoreOp::Ping,
-        StoreOp::IndexAdd,
-        StoreOp::IndexRemove,
-        StoreOp::UserSessions,
-        StoreOp::DestroyMany,
-    ];
-
-    /// The `op` label value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            StoreOp::Load => "load",
-            StoreOp::Create => "create",
-            StoreOp::Update => "update",
-            StoreOp::Regenerate => "regenerate",
-            StoreOp::Destroy => "destroy",
-            StoreOp::Ping => "ping",
-            StoreOp::IndexAdd => "index_add",
-            StoreOp::IndexRemove => "index_remove",
-            StoreOp::UserSessions => "user_sessions",
-            StoreOp::DestroyMany => "destroy_many",
-        }
-    }
+store_ops! {
+    Load => "load",
+    Create => "create",
+    Update => "update",
+    Regenerate => "regenerate",
+    Destroy => "destroy",
+    Ping => "ping",
+    IndexAdd => "index_add",
+    IndexRemove => "index_remove",
+    UserSessions => "user_sessions",
+    DestroyMany => "destroy_many",
 }
 
 /// The sidecar's metrics. Counters are pre-resolved per label where the label set is fixed,
