@@ -14,19 +14,43 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// The `op` label values of the store metrics.
-pub const STORE_OPS: &[&str] = &[
-    "load",
-    "create",
-    "update",
-    "regenerate",
-    "destroy",
-    "ping",
-    "index_add",
-    "index_remove",
-    "user_sessions",
-    "destroy_many",
-];
+/// Declares [`StoreOp`] from one list of (variant, label), so a variant cannot be missing
+/// from [`StoreOp::ALL`] (which sizes the per-op metric array) or lack a label.
+macro_rules! store_ops {
+    ($($op:ident => $label:literal,)+) => {
+        /// A store operation, as the `op` label of `sidecar_store_duration_seconds` and
+        /// `sidecar_store_errors_total` names it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum StoreOp {
+            $($op,)+
+        }
+
+        impl StoreOp {
+            /// Every operation, in declaration order (so `op as usize` indexes it).
+            pub const ALL: [StoreOp; [$($label),+].len()] = [$(StoreOp::$op),+];
+
+            /// The `op` label value.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(StoreOp::$op => $label,)+
+                }
+            }
+        }
+    };
+}
+
+store_ops! {
+    Load => "load",
+    Create => "create",
+    Update => "update",
+    Regenerate => "regenerate",
+    Destroy => "destroy",
+    Ping => "ping",
+    IndexAdd => "index_add",
+    IndexRemove => "index_remove",
+    UserSessions => "user_sessions",
+    DestroyMany => "destroy_many",
+}
 
 /// The sidecar's metrics. Counters are pre-resolved per label where the label set is fixed,
 /// so the request path does no label lookup.
@@ -51,8 +75,9 @@ pub struct Metrics {
     pub set_rejected: IntCounterVec,
     pub store_duration: HistogramVec,
     pub store_errors: IntCounterVec,
-    /// (op, latency, errors) resolved once per `STORE_OPS` entry: no label lookup per call.
-    store_ops: Vec<(&'static str, Histogram, IntCounter)>,
+    /// (latency, errors) of each [`StoreOp`], indexed by `op as usize`: resolved once, so a
+    /// store operation does no label lookup.
+    store_ops: [(Histogram, IntCounter); StoreOp::ALL.len()],
     pub upstream_errors: IntCounter,
     pub client_headers_stripped: IntCounter,
     pub admin_requests: IntCounterVec,
@@ -185,16 +210,12 @@ impl Metrics {
         for reason in ["malformed", "reserved_key", "too_large"] {
             set_rejected.with_label_values(&[reason]);
         }
-        let store_ops = STORE_OPS
-            .iter()
-            .map(|op| {
-                (
-                    *op,
-                    store_duration.with_label_values(&[op]),
-                    store_errors.with_label_values(&[op]),
-                )
-            })
-            .collect();
+        let store_ops = StoreOp::ALL.map(|op| {
+            (
+                store_duration.with_label_values(&[op.as_str()]),
+                store_errors.with_label_values(&[op.as_str()]),
+            )
+        });
         for reason in ["app", "destroy_all", "admin"] {
             sessions_destroyed.with_label_values(&[reason]);
         }
@@ -246,22 +267,11 @@ impl Metrics {
     }
 
     /// Records one store operation.
-    pub fn observe_store(&self, op: &str, elapsed: Duration, ok: bool) {
-        match self.store_ops.iter().find(|(name, _, _)| *name == op) {
-            Some((_, latency, errors)) => {
-                latency.observe(elapsed.as_secs_f64());
-                if !ok {
-                    errors.inc();
-                }
-            }
-            None => {
-                self.store_duration
-                    .with_label_values(&[op])
-                    .observe(elapsed.as_secs_f64());
-                if !ok {
-                    self.store_errors.with_label_values(&[op]).inc();
-                }
-            }
+    pub fn observe_store(&self, op: StoreOp, elapsed: Duration, ok: bool) {
+        let (latency, errors) = &self.store_ops[op as usize];
+        latency.observe(elapsed.as_secs_f64());
+        if !ok {
+            errors.inc();
         }
     }
 
@@ -273,5 +283,56 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_ops_are_listed_in_index_order_with_their_labels() {
+        for (i, op) in StoreOp::ALL.iter().enumerate() {
+            assert_eq!(*op as usize, i, "{op:?}");
+        }
+        let labels: Vec<_> = StoreOp::ALL.iter().map(|op| op.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "load",
+                "create",
+                "update",
+                "regenerate",
+                "destroy",
+                "ping",
+                "index_add",
+                "index_remove",
+                "user_sessions",
+                "destroy_many",
+            ],
+            "the op label values are a contract of the dashboards"
+        );
+    }
+
+    #[test]
+    fn every_store_op_is_counted_under_its_label() {
+        let metrics = Metrics::new();
+        for op in StoreOp::ALL {
+            metrics.observe_store(op, Duration::from_millis(1), false);
+        }
+        let text = String::from_utf8(metrics.render()).unwrap();
+        for op in StoreOp::ALL {
+            let label = op.as_str();
+            assert!(
+                text.contains(&format!("sidecar_store_errors_total{{op=\"{label}\"}} 1")),
+                "{label}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "sidecar_store_duration_seconds_count{{op=\"{label}\"}} 1"
+                )),
+                "{label}"
+            );
+        }
     }
 }

@@ -310,7 +310,7 @@ async fn master_killed_other_masters_never_stop_and_replica_takes_over() {
     );
     // redis-rs 1.8's cluster driver sometimes deadlocks in a slot refresh during the
     // failover; then every command times out until the sidecar's watchdog rebuilds the
-    // client (`store::cluster`). That is the only way other masters' sessions may fail.
+    // client (`store::redis::cluster`). That is the only way other masters' sessions may fail.
     if !others_failed.is_empty() {
         let (o_first, o_last, _) = window(&others_failed, records);
         let rebuilt = f

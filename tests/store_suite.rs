@@ -275,7 +275,7 @@ async fn redis_store_passes_the_index_suite() {
 }
 
 /// A Redis Cluster (3 masters) and a Sentinel-managed master (1 replica, 1 sentinel),
-/// started by the test on free loopback ports; the same suites through `store::redis::open`.
+/// started by the test on free loopback ports; the same suites through `store::open`.
 fn scale_store(backend: session_sidecar::config::StoreBackend) -> Arc<dyn SessionStore> {
     common::open_store(backend, Duration::from_millis(500))
 }

@@ -5,16 +5,20 @@
 //! A store key is `key_prefix` + hex SHA-256 of the session ID (see [`crate::cookie`]). Field
 //! values are JSON text; metadata lives in `__`-prefixed fields the app never sees.
 
-pub mod cluster;
 pub mod memory;
 pub mod redis;
-pub mod sentinel;
+
+pub use crate::metrics::StoreOp;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+use self::redis::cluster::Cluster;
+use self::redis::sentinel::{Sentinel, SentinelSettings};
+use self::redis::standalone::Standalone;
+use self::redis::RedisStore;
 use crate::config::{StoreBackend, StoreConfig};
 use crate::metrics::Metrics;
 use crate::protocol::Change;
@@ -142,6 +146,45 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Builds the store of the configured kind: the one place that maps `store.kind` to an
+/// implementation. Nothing connects yet: Redis connections are made lazily, on the runtime of
+/// the first operation.
+pub fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, StoreError> {
+    Ok(match &config.backend {
+        StoreBackend::Memory {
+            max_sessions,
+            persist_path,
+        } => Arc::new(memory::MemoryStore::open(
+            *max_sessions,
+            persist_path.clone(),
+        )),
+        StoreBackend::Redis { url, ca_file } => Arc::new(RedisStore::new(Standalone::open(
+            url,
+            ca_file.as_deref(),
+            config.timeout,
+        )?)),
+        StoreBackend::RedisCluster { nodes, auth } => {
+            Arc::new(RedisStore::new(Cluster::open(nodes, auth, config.timeout)?))
+        }
+        StoreBackend::RedisSentinel {
+            sentinels,
+            master_name,
+            db,
+            auth,
+            sentinel_username,
+            sentinel_password,
+        } => Arc::new(RedisStore::new(Sentinel::open(SentinelSettings {
+            sentinels,
+            master_name,
+            db: *db,
+            auth,
+            sentinel_username: sentinel_username.as_deref(),
+            sentinel_password: sentinel_password.as_deref(),
+            timeout: config.timeout,
+        })?)),
+    })
+}
+
 /// The store as the proxy and admin listener see it: any [`SessionStore`], every operation
 /// bounded by `store.timeout` and measured.
 #[derive(Clone)]
@@ -153,23 +196,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// Builds the configured store. Redis connections are made lazily, on the runtime of
-    /// the first operation.
+    /// Builds the configured store (see [`open`]).
     pub fn from_config(config: &StoreConfig, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
-        let inner: Arc<dyn SessionStore> = match &config.backend {
-            StoreBackend::Memory {
-                max_sessions,
-                persist_path,
-            } => Arc::new(memory::MemoryStore::open(
-                *max_sessions,
-                persist_path.clone(),
-            )),
-            StoreBackend::Redis { .. }
-            | StoreBackend::RedisCluster { .. }
-            | StoreBackend::RedisSentinel { .. } => redis::open(config)?,
-        };
         Ok(Store::new(
-            inner,
+            open(config)?,
             config.timeout,
             &config.key_prefix,
             metrics,
@@ -203,26 +233,17 @@ impl Store {
         self.timeout
     }
 
+    /// Runs one operation, bounded by `store.timeout`.
     async fn run<T>(
         &self,
-        op: &'static str,
+        op: StoreOp,
         fut: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let start = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
-        };
-        self.metrics
-            .observe_store(op, start.elapsed(), result.is_ok());
-        if let Err(e) = &result {
-            tracing::warn!(op, error = %e, "store operation failed");
-        }
-        result
+        self.run_within(op, self.timeout, fut).await
     }
 
     pub async fn load(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
-        self.run("load", self.inner.load(key)).await
+        self.run(StoreOp::Load, self.inner.load(key)).await
     }
 
     pub async fn create(
@@ -232,7 +253,7 @@ impl Store {
         now_ms: u64,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.run("create", self.inner.create(key, fields, now_ms, ttl))
+        self.run(StoreOp::Create, self.inner.create(key, fields, now_ms, ttl))
             .await
     }
 
@@ -243,7 +264,7 @@ impl Store {
         now_ms: u64,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        self.run("update", self.inner.update(key, change, now_ms, ttl))
+        self.run(StoreOp::Update, self.inner.update(key, change, now_ms, ttl))
             .await
     }
 
@@ -256,18 +277,18 @@ impl Store {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         self.run(
-            "regenerate",
+            StoreOp::Regenerate,
             self.inner.regenerate(old_key, new_key, change, now_ms, ttl),
         )
         .await
     }
 
     pub async fn destroy(&self, key: &str) -> Result<bool, StoreError> {
-        self.run("destroy", self.inner.destroy(key)).await
+        self.run(StoreOp::Destroy, self.inner.destroy(key)).await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.run("ping", self.inner.ping()).await
+        self.run(StoreOp::Ping, self.inner.ping()).await
     }
 
     /// The user index key for a user (the user field's JSON text): hashed like session keys.
@@ -288,7 +309,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let index = self.index_key_for(user);
         self.run(
-            "index_add",
+            StoreOp::IndexAdd,
             self.inner.index_add(&index, key, deadline_ms, now_ms()),
         )
         .await
@@ -297,7 +318,7 @@ impl Store {
     pub async fn index_remove(&self, user: &str, key: &str) -> Result<(), StoreError> {
         let index = self.index_key_for(user);
         self.run(
-            "index_remove",
+            StoreOp::IndexRemove,
             self.inner
                 .index_remove(&index, std::slice::from_ref(&key.to_string())),
         )
@@ -312,7 +333,7 @@ impl Store {
     ) -> Result<Vec<(String, SessionRecord)>, StoreError> {
         let index = self.index_key_for(user);
         self.run_bulk(
-            "user_sessions",
+            StoreOp::UserSessions,
             self.inner.user_sessions(&index, user_field, user, now_ms()),
         )
         .await
@@ -337,15 +358,26 @@ impl Store {
             }
             Ok(destroyed)
         };
-        self.run_bulk("destroy_many", work).await
+        self.run_bulk(StoreOp::DestroyMany, work).await
     }
 
+    /// Runs one bulk operation, bounded by four `store.timeout`s.
     async fn run_bulk<T>(
         &self,
-        op: &'static str,
+        op: StoreOp,
         fut: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let limit = self.timeout * 4;
+        self.run_within(op, self.timeout * 4, fut).await
+    }
+
+    /// Runs `fut` for at most `limit`, records its latency and outcome under `op`, and logs a
+    /// failure.
+    async fn run_within<T>(
+        &self,
+        op: StoreOp,
+        limit: Duration,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let start = Instant::now();
         let result = match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,
@@ -354,7 +386,7 @@ impl Store {
         self.metrics
             .observe_store(op, start.elapsed(), result.is_ok());
         if let Err(e) = &result {
-            tracing::warn!(op, error = %e, "store operation failed");
+            tracing::warn!(op = op.as_str(), error = %e, "store operation failed");
         }
         result
     }

@@ -1372,8 +1372,7 @@ pub fn open_store(
         timeout,
         backend,
     };
-    session_sidecar::store::redis::open(&config)
-        .unwrap_or_else(|e| panic!("store did not open: {e}"))
+    session_sidecar::store::open(&config).unwrap_or_else(|e| panic!("store did not open: {e}"))
 }
 
 /// The store-trait semantics every store kind must have (a subset of tests/store_suite.rs,

@@ -27,9 +27,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
-use super::redis::{read_ca_file, Connector};
-use super::StoreError;
+use super::tls::Tls;
+use super::Connector;
 use crate::config::RedisAuth;
+use crate::store::StoreError;
 
 /// Retries of one command inside the cluster client (after a redirect, a reconnect or a
 /// slot-map refresh). Few, because `store.timeout` bounds the whole request anyway.
@@ -79,12 +80,10 @@ impl Cluster {
         if let Some(password) = &auth.password {
             builder = builder.password(password);
         }
-        let tls = nodes.first().is_some_and(|n| n.starts_with("rediss://"));
-        if let (true, Some(path)) = (tls, &auth.ca_file) {
-            builder = builder.certs(redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(read_ca_file(path)?),
-            });
+        if let Some(certificates) =
+            Tls::for_urls("store.nodes", nodes, auth.ca_file.as_deref())?.certificates()
+        {
+            builder = builder.certs(certificates);
         }
         let client = builder
             .build()

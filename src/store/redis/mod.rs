@@ -1,19 +1,25 @@
-//! Redis store: a session is one hash (`key_prefix` + digest), its TTL the session's expiry.
+//! The Redis store shared by every Redis kind: a session is one hash (`key_prefix` + digest),
+//! its TTL the session's expiry.
 //!
-//! Every write is one Lua script, so a response's changes land atomically and never recreate
-//! a session that expired or was destroyed meanwhile. Connections are one multiplexed
-//! connection per sidecar, made lazily on the runtime of the first operation and re-made by
-//! the driver when Redis comes back.
+//! [`RedisStore`] holds the scripts and parses the replies; how it reaches Redis is its
+//! [`Connector`]: [`standalone`] (`kind: redis`), [`cluster`] (`redis-cluster`) or
+//! [`sentinel`] (`redis-sentinel`), each building its clients through [`tls`]. Every write is
+//! one Lua script, so a response's changes land atomically and never recreate a session that
+//! expired or was destroyed meanwhile. Connections are made lazily, on the runtime of the
+//! first operation, and re-made when Redis comes back.
 
-use std::sync::{Arc, OnceLock};
+pub mod cluster;
+pub mod sentinel;
+pub mod standalone;
+pub mod tls;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script};
+use redis::aio::ConnectionLike;
+use redis::{RedisError, Script};
 
 use super::{now_ms, SessionRecord, SessionStore, StoreError, CREATED_FIELD, TOUCHED_FIELD};
-use crate::config::{StoreBackend, StoreConfig};
 use crate::protocol::Change;
 
 /// Writes one response's change. KEYS[1] = key (KEYS[2] = new key for `regenerate`).
@@ -61,6 +67,8 @@ redis.call('PEXPIRE', key, ARGV[3])
 return 1
 "#;
 
+/// A driver error as a [`StoreError`]: unreachable or slow is `Unavailable`, the rest a bad
+/// reply.
 fn store_error(e: RedisError) -> StoreError {
     if e.is_timeout() {
         StoreError::Unavailable("timed out".into())
@@ -69,67 +77,6 @@ fn store_error(e: RedisError) -> StoreError {
     } else {
         StoreError::BadReply(e.to_string())
     }
-}
-
-/// Builds the Redis store for a Redis kind of `store` config.
-pub fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, StoreError> {
-    match &config.backend {
-        StoreBackend::Redis { url, ca_file } => {
-            let client = client(url, ca_file.as_deref())?;
-            Ok(Arc::new(RedisStore::new(Standalone {
-                client,
-                timeout: config.timeout,
-                manager: OnceLock::new(),
-            })))
-        }
-        StoreBackend::RedisCluster { nodes, auth } => Ok(Arc::new(RedisStore::new(
-            super::cluster::Cluster::open(nodes, auth, config.timeout)?,
-        ))),
-        StoreBackend::RedisSentinel {
-            sentinels,
-            master_name,
-            db,
-            auth,
-            sentinel_username,
-            sentinel_password,
-        } => Ok(Arc::new(RedisStore::new(super::sentinel::Sentinel::open(
-            super::sentinel::SentinelSettings {
-                sentinels,
-                master_name,
-                db: *db,
-                auth,
-                sentinel_username: sentinel_username.as_deref(),
-                sentinel_password: sentinel_password.as_deref(),
-                timeout: config.timeout,
-            },
-        )?))),
-        StoreBackend::Memory { .. } => Err(StoreError::Unavailable(
-            "the memory store is not a Redis store".into(),
-        )),
-    }
-}
-
-/// The PEM bytes of `store.ca_file`.
-pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, StoreError> {
-    std::fs::read(path).map_err(|e| {
-        StoreError::Unavailable(format!("cannot read store.ca_file {}: {e}", path.display()))
-    })
-}
-
-/// A `redis::Client` for a URL, trusting `ca_file` for `rediss://` when given (a plain
-/// `redis://` URL has no use for it).
-pub fn client(url: &str, ca_file: Option<&std::path::Path>) -> Result<Client, StoreError> {
-    let result = match ca_file {
-        Some(path) if url.starts_with("rediss://") => Client::build_with_tls(
-            url,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(read_ca_file(path)?),
-            },
-        ),
-        _ => Client::open(url),
-    };
-    result.map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))
 }
 
 /// How a Redis store reaches its server(s).
@@ -141,32 +88,6 @@ pub trait Connector: Send + Sync + 'static {
     /// move cannot be one script.
     fn cross_slot(&self) -> bool {
         false
-    }
-}
-
-/// One Redis server through a reconnecting, multiplexed [`ConnectionManager`].
-pub struct Standalone {
-    client: Client,
-    timeout: Duration,
-    manager: OnceLock<ConnectionManager>,
-}
-
-impl Connector for Standalone {
-    type Conn = ConnectionManager;
-
-    fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        if let Some(m) = self.manager.get() {
-            return Ok(m.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            .map_err(store_error)?;
-        Ok(self.manager.get_or_init(|| manager).clone())
     }
 }
 

@@ -33,9 +33,10 @@ use redis::{
     RedisFuture, RedisResult, ServerErrorKind, Value,
 };
 
-use super::redis::{read_ca_file, Connector};
-use super::StoreError;
+use super::tls::Tls;
+use super::Connector;
 use crate::config::RedisAuth;
+use crate::store::StoreError;
 
 /// Least time between two attempts to find the master while none is known.
 pub const RESOLVE_INTERVAL: Duration = Duration::from_millis(100);
@@ -74,8 +75,8 @@ struct Shared {
 
 /// How to reach a data node the sentinels name.
 struct NodeSettings {
-    tls: bool,
-    root_cert: Option<Vec<u8>>,
+    /// The sentinels' scheme and CAs: data nodes are reached the same way.
+    tls: Tls,
     db: i64,
     username: Option<String>,
     password: Option<String>,
@@ -95,20 +96,11 @@ impl Sentinel {
         if settings.sentinels.is_empty() {
             return Err(StoreError::Unavailable("store.sentinels is empty".into()));
         }
-        let tls = settings.sentinels[0].starts_with("rediss://");
-        if settings
-            .sentinels
-            .iter()
-            .any(|s| s.starts_with("rediss://") != tls)
-        {
-            return Err(StoreError::Unavailable(
-                "store.sentinels must all use redis:// or all use rediss://".into(),
-            ));
-        }
-        let root_cert = match (&settings.auth.ca_file, tls) {
-            (Some(path), true) => Some(read_ca_file(path)?),
-            _ => None,
-        };
+        let tls = Tls::for_urls(
+            "store.sentinels",
+            settings.sentinels,
+            settings.auth.ca_file.as_deref(),
+        )?;
         let mut sentinels = Vec::with_capacity(settings.sentinels.len());
         for url in settings.sentinels {
             let info = url.as_str().into_connection_info().map_err(bad)?;
@@ -121,7 +113,7 @@ impl Sentinel {
                 redis = redis.set_password(password);
             }
             let info = info.set_redis_settings(redis);
-            sentinels.push(node_client(info, root_cert.as_deref()).map_err(bad)?);
+            sentinels.push(tls.client(info).map_err(bad)?);
         }
         let timeout = settings.timeout.max(Duration::from_millis(1));
         Ok(Sentinel {
@@ -131,7 +123,6 @@ impl Sentinel {
                 master_name: settings.master_name.to_string(),
                 node: NodeSettings {
                     tls,
-                    root_cert,
                     db: settings.db,
                     username: settings.auth.username.clone(),
                     password: settings.auth.password.clone(),
@@ -440,7 +431,7 @@ impl Shared {
     }
 
     async fn connect_master(&self, addr: &str) -> RedisResult<MultiplexedConnection> {
-        let scheme = if self.node.tls { "rediss" } else { "redis" };
+        let scheme = self.node.tls.scheme();
         let info = format!("{scheme}://{addr}/{}", self.node.db).into_connection_info()?;
         let mut redis = info.redis_settings().clone();
         if let Some(user) = &self.node.username {
@@ -449,10 +440,7 @@ impl Shared {
         if let Some(password) = &self.node.password {
             redis = redis.set_password(password);
         }
-        let client = node_client(
-            info.set_redis_settings(redis),
-            self.node.root_cert.as_deref(),
-        )?;
+        let client = self.node.tls.client(info.set_redis_settings(redis))?;
         let mut conn = client
             .get_multiplexed_async_connection_with_config(&self.connection_config())
             .await?;
@@ -479,21 +467,6 @@ fn join_host_port(host: &str, port: &str) -> String {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
-    }
-}
-
-/// A client for one node, trusting `root_cert` for TLS when given.
-fn node_client(info: redis::ConnectionInfo, root_cert: Option<&[u8]>) -> RedisResult<Client> {
-    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
-    match root_cert {
-        Some(pem) if tls => Client::build_with_tls(
-            info,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.to_vec()),
-            },
-        ),
-        _ => Client::open(info),
     }
 }
 
