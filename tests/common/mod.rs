@@ -15,8 +15,8 @@
 //!   wait for something to hold ([`eventually`] and [`wait_until`] are its short forms).
 //! - [`store`]: [`open_store`] opens a store as the sidecar would; [`session_key`] maps a
 //!   cookie to its store key.
-//! - [`store_semantics`]: [`check_store_semantics`], the store-trait semantics every Redis
-//!   store kind must have.
+//! - [`store_semantics`]: [`run_suite`] / [`run_index_suite`], the one behavioural suite every
+//!   `SessionStore` kind passes ([`check_store_semantics`] runs it under a tag).
 #![allow(dead_code)]
 
 mod backend;
@@ -45,7 +45,7 @@ pub use self::{
     sentinel::{SentinelAuth, SentinelSet, MASTER_NAME},
     sidecar::{binary, store_keys_path, Settings, Sidecar, StoreKind},
     store::{open_store, session_key},
-    store_semantics::check_store_semantics,
+    store_semantics::{check_store_semantics, run_index_suite, run_suite},
     tls::{redis_supports_tls, TlsFiles},
 };
 
