@@ -65,6 +65,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `addr` as `host:port`, the way `proxy.yaml` writes an address.
 pub fn local(addr: SocketAddr) -> String {
     addr.to_string()
 }

@@ -122,10 +122,13 @@ impl Settings {
     }
 }
 
+/// The `session-sidecar` binary cargo built for these tests.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_session-sidecar")
 }
 
+/// A running `session-sidecar` process (killed when dropped): client listener on `port`,
+/// admin listener on `admin_port`, its `proxy.yaml` at `config_path`, its log at `log_path`.
 pub struct Sidecar {
     pub port: u16,
     pub admin_port: u16,
@@ -160,6 +163,8 @@ impl Sidecar {
         panic!("sidecar did not start");
     }
 
+    /// Starts the process on `self.port` / `self.admin_port` and waits (15 s at most) until
+    /// both listeners accept; false when it exited or never listened.
     fn spawn(&mut self) -> bool {
         let log = std::fs::File::create(&self.log_path).unwrap();
         let sock = self.log_path.with_extension("sock");
@@ -324,6 +329,7 @@ impl Drop for Sidecar {
     }
 }
 
+/// A `persist_path` for the memory store inside `dir`.
 pub fn store_keys_path(dir: &Path) -> PathBuf {
     dir.join("sessions.json")
 }
