@@ -1,0 +1,31 @@
+//! The store as the tests see it from outside the sidecar: [`open_store`] opens any Redis
+//! store kind from the `store:` settings the sidecar would use, and [`session_key`] names the
+//! store key a session cookie maps to.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The store key (default prefix) of a session cookie value.
+pub fn session_key(cookie: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let id = cookie.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(id)
+        .unwrap();
+    format!("session:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// A Redis store of any kind, built from the `store:` settings the sidecar would use.
+pub fn open_store(
+    backend: session_sidecar::config::StoreBackend,
+    timeout: Duration,
+) -> Arc<dyn session_sidecar::store::SessionStore> {
+    let config = session_sidecar::config::StoreConfig {
+        key_prefix: "session:".into(),
+        timeout,
+        backend,
+    };
+    session_sidecar::store::open(&config)
+        .unwrap_or_else(|e| panic!("store did not open: {e}"))
+}

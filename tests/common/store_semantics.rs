@@ -1,0 +1,293 @@
+//! The one behavioural suite every `SessionStore` passes, whatever its kind: memory, Redis,
+//! Redis Cluster, Redis Sentinel, each also over TLS. `tests/store_suite.rs` runs it against
+//! every kind; the topology tests (cluster, sentinel, tls) run it on the topology they started
+//! through [`check_store_semantics`].
+//!
+//! [`run_suite`] guards: ping; load of a missing key; create/load round trip with its
+//! metadata; update applies sets and deletes, keeps untouched fields and creation time,
+//! refreshes the touch time, and never recreates a missing session; an empty change only
+//! refreshes; regenerate moves the data (with the change) and the creation time, leaves the
+//! old key dead, and creates nothing for a missing session; destroy, once; concurrent writes
+//! of different fields all land; keys spread over many slots; expiry (TTL) and its refresh;
+//! 500 fields in one write. [`run_index_suite`] guards the per-user index: only live sessions
+//! whose user field still matches, within their deadline, and removal from it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_sidecar::protocol::Change;
+use session_sidecar::store::{now_ms, SessionStore};
+
+fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn sorted(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
+    v.sort();
+    v
+}
+
+/// [`run_suite`] on keys `check:<tag>:…`, for a store on a topology a test started.
+pub async fn check_store_semantics(store: Arc<dyn SessionStore>, tag: &str) {
+    run_suite(store, &format!("check:{tag}:")).await;
+}
+
+/// The store suite. Every key starts with `prefix`, which keeps keys of parallel runs apart.
+/// Leaves `<prefix>many` (500 fields, 60 s TTL) behind for the caller to inspect.
+pub async fn run_suite(store: Arc<dyn SessionStore>, prefix: &str) {
+    let key = |name: &str| format!("{prefix}{name}");
+    let ttl = Duration::from_secs(60);
+
+    store.ping().await.expect("ping");
+    assert_eq!(store.load(&key("missing")).await.unwrap(), None);
+
+    // create + load
+    let now = now_ms();
+    let created = fields(&[("keep", "true"), ("n", "1"), ("s", "\"x\"")]);
+    store.create(&key("a"), &created, now, ttl).await.unwrap();
+    let rec = store.load(&key("a")).await.unwrap().expect("created");
+    assert_eq!(sorted(rec.fields), created);
+    assert_eq!(rec.created_ms, now);
+    assert_eq!(rec.touched_ms, now);
+
+    // update: sets and deletes, untouched fields kept, metadata refreshed, creation time kept
+    let change = Change {
+        set: fields(&[("n", "2"), ("o", "{\"k\":[1]}")]),
+        delete: vec!["s".into(), "never-there".into()],
+    };
+    assert!(store
+        .update(&key("a"), &change, now + 5, ttl)
+        .await
+        .unwrap());
+    let rec = store.load(&key("a")).await.unwrap().unwrap();
+    assert_eq!(
+        sorted(rec.fields),
+        fields(&[("keep", "true"), ("n", "2"), ("o", "{\"k\":[1]}")])
+    );
+    assert_eq!(rec.created_ms, now);
+    assert_eq!(rec.touched_ms, now + 5);
+
+    // update never recreates a missing session
+    assert!(!store
+        .update(&key("ghost"), &change, now, ttl)
+        .await
+        .unwrap());
+    assert_eq!(store.load(&key("ghost")).await.unwrap(), None);
+
+    // an empty change only refreshes
+    assert!(store
+        .update(&key("a"), &Change::default(), now + 9, ttl)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.load(&key("a")).await.unwrap().unwrap().touched_ms,
+        now + 9
+    );
+
+    // regenerate: data moves (with the change), old key dead, creation time kept
+    let change = Change {
+        set: fields(&[("user", "\"alice\"")]),
+        delete: vec!["o".into()],
+    };
+    assert!(store
+        .regenerate(&key("a"), &key("b"), &change, now + 10, ttl)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.load(&key("a")).await.unwrap(),
+        None,
+        "old key dead after regenerate"
+    );
+    let rec = store.load(&key("b")).await.unwrap().expect("moved");
+    assert_eq!(
+        sorted(rec.fields),
+        fields(&[("keep", "true"), ("n", "2"), ("user", "\"alice\"")])
+    );
+    assert_eq!(rec.created_ms, now, "creation time survives regenerate");
+    // regenerate of a missing session creates nothing
+    assert!(!store
+        .regenerate(&key("a"), &key("c"), &change, now, ttl)
+        .await
+        .unwrap());
+    assert_eq!(store.load(&key("c")).await.unwrap(), None);
+
+    // destroy
+    assert!(store.destroy(&key("b")).await.unwrap());
+    assert!(!store.destroy(&key("b")).await.unwrap());
+    assert_eq!(store.load(&key("b")).await.unwrap(), None);
+
+    // concurrent writes of different fields all land
+    store
+        .create(&key("conc"), &fields(&[("base", "0")]), now, ttl)
+        .await
+        .unwrap();
+    let writes = (0..20).map(|i| {
+        let store = store.clone();
+        let key = key("conc");
+        async move {
+            let change = Change {
+                set: vec![(format!("f{i}"), i.to_string())],
+                delete: vec![],
+            };
+            store.update(&key, &change, now_ms(), ttl).await.unwrap()
+        }
+    });
+    assert!(futures_util::future::join_all(writes)
+        .await
+        .into_iter()
+        .all(|ok| ok));
+    assert_eq!(
+        store
+            .load(&key("conc"))
+            .await
+            .unwrap()
+            .unwrap()
+            .fields
+            .len(),
+        21
+    );
+
+    // many keys (many slots in a cluster)
+    for i in 0..50 {
+        store
+            .create(
+                &key(&format!("spread{i}")),
+                &[("i".into(), i.to_string())],
+                now,
+                ttl,
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..50 {
+        let rec = store
+            .load(&key(&format!("spread{i}")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.fields, vec![("i".to_string(), i.to_string())]);
+    }
+
+    // expiry, and refresh pushing it out
+    store
+        .create(
+            &key("short"),
+            &fields(&[("a", "1")]),
+            now_ms(),
+            Duration::from_millis(400),
+        )
+        .await
+        .unwrap();
+    store
+        .create(
+            &key("kept"),
+            &fields(&[("a", "1")]),
+            now_ms(),
+            Duration::from_millis(400),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store.load(&key("short")).await.unwrap().is_some(),
+        "alive before its TTL"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(store
+        .update(
+            &key("kept"),
+            &Change::default(),
+            now_ms(),
+            Duration::from_millis(1000)
+        )
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(store.load(&key("short")).await.unwrap(), None, "expired");
+    assert!(
+        store.load(&key("kept")).await.unwrap().is_some(),
+        "refreshed"
+    );
+    assert!(!store
+        .update(&key("short"), &Change::default(), now_ms(), ttl)
+        .await
+        .unwrap());
+
+    // many fields in one write
+    let many: Vec<(String, String)> = (0..500).map(|i| (format!("f{i}"), i.to_string())).collect();
+    store
+        .create(&key("many"), &many, now_ms(), ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .load(&key("many"))
+            .await
+            .unwrap()
+            .unwrap()
+            .fields
+            .len(),
+        500
+    );
+}
+
+/// The user index part of the suite. Leaves `<prefix>user:test` behind with one live entry.
+pub async fn run_index_suite(store: Arc<dyn SessionStore>, prefix: &str) {
+    let key = |name: &str| format!("{prefix}{name}");
+    let index = format!("{prefix}user:test");
+    let ttl = Duration::from_secs(60);
+    let now = now_ms();
+    for name in ["u1", "u2", "moved"] {
+        store
+            .create(&key(name), &fields(&[("user_id", "\"ann\"")]), now, ttl)
+            .await
+            .unwrap();
+        store
+            .index_add(&index, &key(name), now + 60_000, now)
+            .await
+            .unwrap();
+    }
+    // A session whose user field changed is not the user's any more (and gets pruned).
+    let change = Change {
+        set: fields(&[("user_id", "\"ben\"")]),
+        delete: vec![],
+    };
+    assert!(store
+        .update(&key("moved"), &change, now, ttl)
+        .await
+        .unwrap());
+    // An entry whose session is gone, and one past its deadline.
+    store
+        .index_add(&index, &key("gone"), now + 60_000, now)
+        .await
+        .unwrap();
+    store
+        .create(&key("old"), &fields(&[("user_id", "\"ann\"")]), now, ttl)
+        .await
+        .unwrap();
+    store
+        .index_add(&index, &key("old"), now + 1, now)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    let mut found: Vec<String> = store
+        .user_sessions(&index, "user_id", "\"ann\"", now_ms())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    found.sort();
+    assert_eq!(found, vec![key("u1"), key("u2")]);
+    store.index_remove(&index, &[key("u1")]).await.unwrap();
+    let found = store
+        .user_sessions(&index, "user_id", "\"ann\"", now_ms())
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].0, key("u2"));
+    assert_eq!(found[0].1.fields, fields(&[("user_id", "\"ann\"")]));
+}
