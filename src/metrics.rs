@@ -48,6 +48,7 @@ store_ops! {
     Ping => "ping",
     IndexAdd => "index_add",
     IndexRemove => "index_remove",
+    IndexTouch => "index_touch",
     UserSessions => "user_sessions",
     DestroyMany => "destroy_many",
 }
@@ -307,6 +308,7 @@ mod tests {
                 "ping",
                 "index_add",
                 "index_remove",
+                "index_touch",
                 "user_sessions",
                 "destroy_many",
             ],

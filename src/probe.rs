@@ -51,11 +51,13 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     if host.is_empty() {
         return Err(format!("`{url}` has no usable host"));
     }
-    let port = match authority.port_u16() {
-        None if authority.as_str().ends_with(':') => return Err(format!("`{url}` has a bad port")),
-        None => 80,
-        Some(0) => return Err(format!("`{url}` has a bad port")),
-        Some(p) => p,
+    let port = match authority.as_str().rsplit_once(':') {
+        Some((_, p)) if !p.ends_with(']') => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("`{url}` has a bad port"))?,
+        _ => 80,
     };
     let path = match uri.query() {
         Some(q) => format!("{}?{q}", uri.path()),

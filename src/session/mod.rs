@@ -14,7 +14,6 @@ pub mod plan;
 pub mod users;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use expiry::Expiry;
@@ -132,10 +131,6 @@ pub struct Engine {
     policy: Policy,
 }
 
-/// Corrupt metadata is logged at warn level once per process, then at debug level: a client
-/// replaying such a cookie must not flood the log.
-static CORRUPT_LOGGED: AtomicBool = AtomicBool::new(false);
-
 impl Engine {
     pub fn new(
         config: &Config,
@@ -232,14 +227,7 @@ impl Engine {
         };
         let expiry = &self.policy.expiry;
         if !expiry.plausible(record.created_ms, record.touched_ms, now) {
-            if CORRUPT_LOGGED.swap(true, Ordering::Relaxed) {
-                tracing::debug!("session with unreadable metadata treated as no session");
-            } else {
-                tracing::warn!(
-                    "session with unreadable metadata (__created/__touched) treated as no session; \
-                     further ones are logged at debug level"
-                );
-            }
+            crate::store::note_corrupt_metadata();
             return Loaded::Expired;
         }
         if expiry.ttl(record.created_ms, now).is_none() {
@@ -325,7 +313,7 @@ impl Engine {
                 let id = SessionId::generate();
                 let key = self.store.key_for(&id);
                 if let Some(user) = &user {
-                    if let Err(e) = self.store.index_add(user, &key, deadline_ms).await {
+                    if let Err(e) = self.store.index_add(user, &key, deadline_ms, ttl).await {
                         return failed(e);
                     }
                 }
@@ -365,7 +353,8 @@ impl Engine {
                     _ => users::to_index(before, after),
                 };
                 if let Some(user) = index {
-                    if let Err(e) = self.store.index_add(user, written_key, deadline_ms).await {
+                    let added = self.store.index_add(user, written_key, deadline_ms, ttl);
+                    if let Err(e) = added.await {
                         return failed(e);
                     }
                 }
@@ -386,6 +375,11 @@ impl Engine {
                         };
                         if let Some(user) = stale {
                             let _ = self.store.index_remove(user, &live.key).await;
+                        }
+                        // The user's index expires no earlier than this session (an index
+                        // added to above already got this TTL).
+                        if let (None, Some(user)) = (index, after) {
+                            let _ = self.store.index_touch(user, ttl).await;
                         }
                         match target {
                             Some((id, _)) => {
@@ -525,7 +519,7 @@ impl Engine {
         Ok(users::sessions_of(&self.store, field, user)
             .await?
             .into_iter()
-            .map(|(_, r)| r)
+            .filter_map(|(_, r)| r)
             .filter(|r| expiry.plausible(r.created_ms, r.touched_ms, now))
             .collect())
     }

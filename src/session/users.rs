@@ -42,7 +42,7 @@ pub async fn sessions_of(
     store: &Store,
     field: &str,
     user: &str,
-) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+) -> Result<Vec<(String, Option<SessionRecord>)>, StoreError> {
     store.user_sessions(field, user).await
 }
 

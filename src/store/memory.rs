@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{now_ms, SessionRecord, SessionStore, StoreError};
-use crate::protocol::Change;
+use crate::session::Change;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
@@ -337,6 +337,7 @@ impl SessionStore for MemoryStore {
         key: &str,
         deadline_ms: u64,
         now_ms: u64,
+        _ttl: Duration,
     ) -> Result<(), StoreError> {
         let mut sessions = self.lock();
         sessions.prune_index(Some(index_key), now_ms);
@@ -376,7 +377,7 @@ impl SessionStore for MemoryStore {
         user_field: &str,
         user: &str,
         now_ms: u64,
-    ) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+    ) -> Result<Vec<(String, Option<SessionRecord>)>, StoreError> {
         let mut sessions = self.lock();
         sessions.prune_index(Some(index_key), now_ms);
         let members: Vec<String> = sessions
@@ -394,11 +395,11 @@ impl SessionStore for MemoryStore {
             {
                 found.push((
                     key,
-                    SessionRecord {
+                    Some(SessionRecord {
                         fields: entry.fields.clone(),
                         created_ms: entry.created_ms,
                         touched_ms: entry.touched_ms,
-                    },
+                    }),
                 ));
             } else if let Some(m) = sessions.users.get_mut(index_key) {
                 m.remove(&key);

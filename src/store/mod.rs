@@ -21,7 +21,7 @@ use self::redis::standalone::Standalone;
 use self::redis::RedisStore;
 use crate::config::{StoreBackend, StoreConfig};
 use crate::metrics::Metrics;
-use crate::protocol::Change;
+use crate::session::{is_reserved_key, Change};
 
 /// Metadata field: creation time, unix milliseconds.
 pub const CREATED_FIELD: &str = "__created";
@@ -40,27 +40,43 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
-    /// Builds a record from raw hash fields, separating metadata. Missing or unreadable
-    /// metadata falls back to `now_ms` rather than discarding the session's data.
-    pub fn from_hash(pairs: Vec<(String, String)>, now_ms: u64) -> SessionRecord {
+    /// Builds a record from raw hash fields, separating metadata. Metadata read back from
+    /// the store is input like any other: a hash whose `__created` is missing or not a
+    /// number, or whose `__touched` is not a number, is no session (`None`; see
+    /// [`note_corrupt_metadata`]). A missing `__touched` means never refreshed.
+    pub fn from_hash(pairs: Vec<(String, String)>) -> Option<SessionRecord> {
         let mut created = None;
-        let mut touched = None;
+        let mut touched = Some(None);
         let mut fields = Vec::with_capacity(pairs.len());
         for (k, v) in pairs {
             if k == CREATED_FIELD {
                 created = v.parse::<u64>().ok();
             } else if k == TOUCHED_FIELD {
-                touched = v.parse::<u64>().ok();
-            } else if !k.starts_with(crate::protocol::RESERVED_PREFIX) {
+                touched = v.parse::<u64>().ok().map(Some);
+            } else if !is_reserved_key(&k) {
                 fields.push((k, v));
             }
         }
-        let created_ms = created.unwrap_or(now_ms);
-        SessionRecord {
+        let created_ms = created?;
+        Some(SessionRecord {
             fields,
             created_ms,
-            touched_ms: touched.unwrap_or(created_ms),
-        }
+            touched_ms: touched?.unwrap_or(created_ms),
+        })
+    }
+}
+
+/// Corrupt session metadata is logged at warn level once per process, then at debug level:
+/// a client replaying such a cookie must not flood the log.
+pub fn note_corrupt_metadata() {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::debug!("session with unreadable metadata treated as no session");
+    } else {
+        tracing::warn!(
+            "session with unreadable metadata (__created/__touched) treated as no session; \
+             further ones are logged at debug level"
+        );
     }
 }
 
@@ -122,18 +138,27 @@ pub trait SessionStore: Send + Sync + 'static {
         key: &str,
         deadline_ms: u64,
         now_ms: u64,
+        ttl: Duration,
     ) -> Result<(), StoreError>;
+    /// Lets the user index `index_key` live at least `ttl` longer (never shortens it): its
+    /// expiry slides with the sessions it lists. Stores whose index needs no expiry (the
+    /// memory store prunes it with its sessions) do nothing.
+    async fn index_touch(&self, _index_key: &str, _ttl: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Removes sessions `keys` from the user index `index_key`, in one operation.
     async fn index_remove(&self, index_key: &str, keys: &[String]) -> Result<(), StoreError>;
     /// The live sessions of the user index `index_key` whose `user_field` still holds
-    /// `user` (JSON text), with their keys. Entries found dead or moved are pruned.
+    /// `user` (JSON text), with their keys, and their record unless its metadata is
+    /// unreadable (such a session still names the user, so a logout still ends it).
+    /// Entries found dead or moved are pruned.
     async fn user_sessions(
         &self,
         index_key: &str,
         user_field: &str,
         user: &str,
         now_ms: u64,
-    ) -> Result<Vec<(String, SessionRecord)>, StoreError>;
+    ) -> Result<Vec<(String, Option<SessionRecord>)>, StoreError>;
     /// Called once at shutdown (the memory store saves itself here).
     async fn close(&self) {}
 }
@@ -301,18 +326,29 @@ impl Store {
         )
     }
 
+    /// Records session `key` under `user` until `deadline_ms`; the index lives at least
+    /// `ttl` (the session's own TTL) longer.
     pub async fn index_add(
         &self,
         user: &str,
         key: &str,
         deadline_ms: u64,
+        ttl: Duration,
     ) -> Result<(), StoreError> {
         let index = self.index_key_for(user);
         self.run(
             StoreOp::IndexAdd,
-            self.inner.index_add(&index, key, deadline_ms, now_ms()),
+            self.inner
+                .index_add(&index, key, deadline_ms, now_ms(), ttl),
         )
         .await
+    }
+
+    /// Slides the expiry of `user`'s index with a session whose TTL was just refreshed.
+    pub async fn index_touch(&self, user: &str, ttl: Duration) -> Result<(), StoreError> {
+        let index = self.index_key_for(user);
+        self.run(StoreOp::IndexTouch, self.inner.index_touch(&index, ttl))
+            .await
     }
 
     pub async fn index_remove(&self, user: &str, key: &str) -> Result<(), StoreError> {
@@ -330,7 +366,7 @@ impl Store {
         &self,
         user_field: &str,
         user: &str,
-    ) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+    ) -> Result<Vec<(String, Option<SessionRecord>)>, StoreError> {
         let index = self.index_key_for(user);
         self.run_bulk(
             StoreOp::UserSessions,

@@ -26,6 +26,5 @@ pub fn open_store(
         timeout,
         backend,
     };
-    session_sidecar::store::open(&config)
-        .unwrap_or_else(|e| panic!("store did not open: {e}"))
+    session_sidecar::store::open(&config).unwrap_or_else(|e| panic!("store did not open: {e}"))
 }

@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use redis::aio::ConnectionLike;
 use redis::{RedisError, Script};
 
-use super::{now_ms, SessionRecord, SessionStore, StoreError, CREATED_FIELD, TOUCHED_FIELD};
-use crate::protocol::Change;
+use super::{SessionRecord, SessionStore, StoreError, CREATED_FIELD, TOUCHED_FIELD};
+use crate::session::{is_reserved_key, Change};
 
 /// Writes one response's change. KEYS[1] = key (KEYS[2] = new key for `regenerate`).
 /// ARGV: mode (create | update | regenerate), now_ms, ttl_ms, number of sets,
@@ -97,6 +97,7 @@ pub struct RedisStore<C: Connector> {
     write: Script,
     delete_if_unchanged: Script,
     index_add: Script,
+    index_touch: Script,
 }
 
 impl<C: Connector> RedisStore<C> {
@@ -106,6 +107,7 @@ impl<C: Connector> RedisStore<C> {
             write: Script::new(WRITE_SCRIPT),
             delete_if_unchanged: Script::new(DELETE_IF_UNCHANGED_SCRIPT),
             index_add: Script::new(INDEX_ADD_SCRIPT),
+            index_touch: Script::new(INDEX_TOUCH_SCRIPT),
         }
     }
 
@@ -126,7 +128,7 @@ impl<C: Connector> RedisStore<C> {
         invocation
             .arg(mode)
             .arg(now_ms)
-            .arg(ttl.as_millis().max(1) as u64)
+            .arg(ttl_ms(ttl))
             .arg(change_set.len());
         for (k, v) in change_set {
             invocation.arg(k).arg(v);
@@ -188,12 +190,18 @@ impl<C: Connector> RedisStore<C> {
                 return Ok(false);
             }
             let pairs = lossy(raw.clone());
-            let record = SessionRecord::from_hash(pairs.clone(), now_ms);
+            let Some(record) = SessionRecord::from_hash(pairs.clone()) else {
+                // Unreadable metadata is no session: nothing to move.
+                super::note_corrupt_metadata();
+                return Ok(false);
+            };
             let mut fields = change.merged(&record.fields);
             // Metadata moves with the session (the script sets `__touched` itself).
-            fields.extend(pairs.into_iter().filter(|(k, _)| {
-                k.starts_with(crate::protocol::RESERVED_PREFIX) && k != TOUCHED_FIELD
-            }));
+            fields.extend(
+                pairs
+                    .into_iter()
+                    .filter(|(k, _)| is_reserved_key(k) && k != TOUCHED_FIELD),
+            );
             if !fields.iter().any(|(k, _)| k == CREATED_FIELD) {
                 fields.push((CREATED_FIELD.to_string(), record.created_ms.to_string()));
             }
@@ -264,7 +272,11 @@ impl<C: Connector> SessionStore for RedisStore<C> {
         if pairs.is_empty() {
             return Ok(None);
         }
-        Ok(Some(SessionRecord::from_hash(pairs, now_ms())))
+        let record = SessionRecord::from_hash(pairs);
+        if record.is_none() {
+            super::note_corrupt_metadata();
+        }
+        Ok(record)
     }
 
     async fn create(
@@ -339,6 +351,7 @@ impl<C: Connector> SessionStore for RedisStore<C> {
         key: &str,
         deadline_ms: u64,
         now_ms: u64,
+        ttl: Duration,
     ) -> Result<(), StoreError> {
         let mut conn = self.connector.connection()?;
         let _: i64 = self
@@ -347,6 +360,19 @@ impl<C: Connector> SessionStore for RedisStore<C> {
             .arg(key)
             .arg(deadline_ms)
             .arg(now_ms)
+            .arg(ttl_ms(ttl))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn index_touch(&self, index_key: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut conn = self.connector.connection()?;
+        let _: i64 = self
+            .index_touch
+            .key(index_key)
+            .arg(ttl_ms(ttl))
             .invoke_async(&mut conn)
             .await
             .map_err(store_error)?;
@@ -373,7 +399,7 @@ impl<C: Connector> SessionStore for RedisStore<C> {
         user_field: &str,
         user: &str,
         now_ms: u64,
-    ) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+    ) -> Result<Vec<(String, Option<SessionRecord>)>, StoreError> {
         let mut conn = self.connector.connection()?;
         let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(index_key)
@@ -391,7 +417,7 @@ impl<C: Connector> SessionStore for RedisStore<C> {
                 let pairs = pairs?;
                 let holds = pairs.iter().any(|(k, v)| k == user_field && v == user);
                 if holds {
-                    found.push((key.clone(), SessionRecord::from_hash(pairs, now_ms)));
+                    found.push((key.clone(), SessionRecord::from_hash(pairs)));
                 } else {
                     stale.push(key.clone());
                 }
@@ -412,15 +438,34 @@ impl<C: Connector> SessionStore for RedisStore<C> {
     }
 }
 
-/// Adds a session to a user index. KEYS[1] = index; ARGV: session key, deadline_ms, now_ms.
-/// Prunes entries past their deadline and lets the index expire with its latest deadline.
+/// Adds a session to a user index. KEYS[1] = index; ARGV: session key, its absolute
+/// deadline_ms (the score), now_ms, the session's TTL in ms. Prunes entries past their
+/// deadline. The index lives at least as long as the session just written and never longer
+/// than the longest-lived of its sessions' TTLs: every TTL is at most `idle_timeout`, and
+/// [`INDEX_TOUCH_SCRIPT`] slides it with every refresh, so a user whose last session idles
+/// out leaves nothing behind.
 const INDEX_ADD_SCRIPT: &str = r#"
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if top[2] then redis.call('PEXPIREAT', KEYS[1], top[2]) end
+local ttl = tonumber(ARGV[4])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1
 "#;
+
+/// Extends a user index's TTL to at least ARGV[1] ms (never shortens it; a missing index is
+/// not created). KEYS[1] = index. Returns 0 when the index does not exist.
+const INDEX_TOUCH_SCRIPT: &str = r#"
+local left = redis.call('PTTL', KEYS[1])
+if left == -2 then return 0 end
+local ttl = tonumber(ARGV[1])
+if left < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"#;
+
+/// A TTL as Redis milliseconds (at least 1: 0 would delete the key).
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
 
 #[cfg(test)]
 mod tests {
