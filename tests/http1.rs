@@ -26,10 +26,7 @@ fn read_responses(stream: &mut TcpStream, n: usize) -> Vec<(u16, String)> {
     let mut chunk = [0u8; 16384];
     while out.len() < n {
         // Parse every complete response already buffered.
-        loop {
-            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                break;
-            };
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
             let length: usize = head
                 .lines()
