@@ -176,12 +176,12 @@ impl Health {
 
 /// Records one command's outcome; dropped unfinished (the store's timeout gave up on it),
 /// it counts as a failure.
-struct Outcome {
+struct PendingCommand {
     health: Arc<Health>,
     done: bool,
 }
 
-impl Outcome {
+impl PendingCommand {
     fn record<T>(mut self, result: &RedisResult<T>) {
         self.done = true;
         match result {
@@ -191,7 +191,7 @@ impl Outcome {
     }
 }
 
-impl Drop for Outcome {
+impl Drop for PendingCommand {
     fn drop(&mut self) {
         if !self.done {
             self.health.failed();
@@ -215,7 +215,7 @@ fn is_ping(cmd: &Cmd) -> bool {
 
 impl ConnectionLike for ClusterConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        let outcome = Outcome {
+        let outcome = PendingCommand {
             health: self.health.clone(),
             done: false,
         };
@@ -237,7 +237,7 @@ impl ConnectionLike for ClusterConn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        let outcome = Outcome {
+        let outcome = PendingCommand {
             health: self.health.clone(),
             done: false,
         };
@@ -307,12 +307,12 @@ mod tests {
     #[test]
     fn an_abandoned_command_counts_as_failed() {
         let h = Arc::new(Health::new(Instant::now()));
-        drop(Outcome {
+        drop(PendingCommand {
             health: h.clone(),
             done: false,
         });
         assert_ne!(h.failing_since.load(Ordering::Relaxed), NEVER);
-        Outcome {
+        PendingCommand {
             health: h.clone(),
             done: false,
         }
