@@ -8,7 +8,7 @@
 # - advisories: always run, against a local RustSec database, never fetched from GitHub:
 #     DENY_ADVISORY_DB      a checkout of rustsec/advisory-db, used as is; else
 #     DENY_ADVISORY_BUNDLE  a git bundle of it (default: ../shared/advisory-db/advisory-db.bundle
-#                           beside the project), cloned into a temporary directory.
+#                           beside the project, else /work/shared/...), cloned into a temp dir.
 #   When neither exists the script fails: the check must never silently disappear.
 #
 # Exit status: non-zero when any check fails or cannot run.
@@ -29,7 +29,19 @@ trap 'rm -rf "$tmp"' EXIT
 # Locate the advisory database before anything slow, so a missing one fails at once.
 db="${DENY_ADVISORY_DB:-}"
 if [[ -z "$db" ]]; then
-    bundle="${DENY_ADVISORY_BUNDLE:-../shared/advisory-db/advisory-db.bundle}"
+    bundle="${DENY_ADVISORY_BUNDLE:-}"
+    if [[ -z "$bundle" ]]; then
+        # The snapshot beside the project; the workplace's shared folder when the checkout
+        # lives elsewhere.
+        for candidate in ../shared/advisory-db/advisory-db.bundle \
+            /work/shared/advisory-db/advisory-db.bundle; do
+            if [[ -f "$candidate" ]]; then
+                bundle="$candidate"
+                break
+            fi
+        done
+        bundle="${bundle:-../shared/advisory-db/advisory-db.bundle}"
+    fi
     if [[ ! -f "$bundle" ]]; then
         echo "deny: ERROR: no RustSec advisory database: $bundle does not exist" >&2
         echo "deny: ERROR: set DENY_ADVISORY_BUNDLE to a git bundle of rustsec/advisory-db," >&2
