@@ -49,7 +49,7 @@ if [[ -z "$db" ]]; then
         exit 1
     fi
     db="$tmp/advisory-db"
-    git clone --quiet "$bundle" "$db"
+    git -c init.defaultBranch=main clone --quiet "$bundle" "$db"
     echo "deny: advisory database from $bundle ($(git -C "$db" log -1 --format='%h, %cs'))"
 else
     echo "deny: advisory database $db"
@@ -67,7 +67,7 @@ mkdir -p "$tmp/db"
 ln -s "$(cd "$db" && pwd)" "$tmp/db/advisory-db-3157b0e258782691"
 sed "s|^\[advisories\]|[advisories]\ndb-path = \"$tmp/db\"|" deny.toml >"$tmp/deny.toml"
 echo "deny: checking advisories"
-cargo deny --locked --offline --config "$tmp/deny.toml" check --disable-fetch \
+cargo deny --locked --offline --config "$tmp/deny.toml" check \
     --hide-inclusion-graph advisories
 echo "deny: advisories ok"
 echo "deny: ok"
