@@ -158,13 +158,7 @@ impl ProxyHttp for SessionProxy {
         let candidates = headers::take_session_cookies(session.req_header_mut(), name)?;
         let client = crate::framing::client_ip(session);
         let (loaded, x_session) = self.engine.load(&candidates, client, now_ms()).await;
-        ctx.outcome = match &loaded {
-            Loaded::Anonymous => Outcome::Anonymous,
-            Loaded::Rejected(_) => Outcome::Rejected,
-            Loaded::Expired => Outcome::Miss,
-            Loaded::Unavailable(_) => Outcome::StoreError,
-            Loaded::Live(_) => Outcome::Hit,
-        };
+        ctx.outcome = Outcome::of(&loaded);
         if let Loaded::Unavailable(e) = &loaded {
             if let Some(code) = failure::store_failure_status(self.policy) {
                 tracing::debug!(error = %e, "session not loaded");

@@ -72,7 +72,8 @@ impl Outcome {
         }
     }
 
-    fn of(loaded: &Loaded) -> Outcome {
+    /// The outcome of a request whose response changed nothing.
+    pub fn of(loaded: &Loaded) -> Outcome {
         match loaded {
             Loaded::Anonymous => Outcome::Anonymous,
             Loaded::Rejected(_) => Outcome::Rejected,
