@@ -122,6 +122,9 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub admin: AdminConfig,
+    /// Cross-origin protection (SPEC §10). Absent = every default: enforce, nothing trusted,
+    /// nothing exempt.
+    pub csrf: CsrfConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,6 +346,31 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
+/// What the cross-origin check does with a request it would refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CsrfMode {
+    /// Answer 403; the app never sees the request. The default.
+    #[default]
+    Enforce,
+    /// Count and log, but let the request through (for a first rollout).
+    Report,
+    /// No check at all.
+    Off,
+}
+
+/// `csrf:` — refusing forged cross-origin writes (see [`crate::csrf`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CsrfConfig {
+    /// enforce | report | off. Default enforce.
+    pub mode: CsrfMode,
+    /// Origins allowed to write from another origin, each `scheme://host[:port]` with scheme
+    /// http or https, stored normalized (lowercase, default port removed). Default none.
+    pub trusted_origins: Vec<String>,
+    /// Path prefixes the check leaves alone (e.g. `/webhooks/`), each starting with `/`.
+    /// Default none.
+    pub exempt_paths: Vec<String>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // The file layer
 // ---------------------------------------------------------------------------------------------
@@ -366,6 +394,7 @@ struct FileTop {
     log: Option<Value>,
     limits: Option<Value>,
     admin: Option<Value>,
+    csrf: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -430,6 +459,14 @@ struct FileLimits {
 #[serde(deny_unknown_fields)]
 struct FileAdmin {
     token: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileCsrf {
+    mode: Option<String>,
+    trusted_origins: Option<Vec<String>>,
+    exempt_paths: Option<Vec<String>>,
 }
 
 /// A duration written as text (`500ms`, `30s`, `30m`, `24h`, `7d`).
@@ -786,6 +823,7 @@ fn validate(top: FileTop, p: &mut Problems) -> Option<Config> {
             "is set but admin_listen is not, so the admin API has nowhere to listen",
         );
     }
+    let csrf = validate_csrf(section("csrf", top.csrf, p), p);
     if let (Some(c), Some(s)) = (&cookie, &session) {
         if let Some(max_age) = c.max_age {
             if max_age > s.absolute_timeout {
@@ -812,6 +850,7 @@ fn validate(top: FileTop, p: &mut Problems) -> Option<Config> {
         log: log?,
         limits: limits?,
         admin: admin?,
+        csrf: csrf?,
     })
 }
 
@@ -1166,6 +1205,40 @@ fn validate_store(s: Option<FileStore>, p: &mut Problems) -> Option<StoreConfig>
     })
 }
 
+fn validate_csrf(c: Option<FileCsrf>, p: &mut Problems) -> Option<CsrfConfig> {
+    let c = c?;
+    let mode = match c.mode.as_deref() {
+        None | Some("enforce") => CsrfMode::Enforce,
+        Some("report") => CsrfMode::Report,
+        Some("off") => CsrfMode::Off,
+        Some(other) => {
+            p.add(
+                "csrf.mode",
+                format!("`{other}` is not one of enforce, report, off"),
+            );
+            CsrfMode::Enforce
+        }
+    };
+    let mut trusted_origins = Vec::new();
+    for (i, origin) in c.trusted_origins.unwrap_or_default().iter().enumerate() {
+        match crate::csrf::normalize_trusted_origin(origin) {
+            Ok(normalized) => trusted_origins.push(normalized),
+            Err(message) => p.add(format!("csrf.trusted_origins[{i}]"), message),
+        }
+    }
+    let exempt_paths = c.exempt_paths.unwrap_or_default();
+    for (i, path) in exempt_paths.iter().enumerate() {
+        if let Err(message) = crate::csrf::check_exempt_path(path) {
+            p.add(format!("csrf.exempt_paths[{i}]"), message);
+        }
+    }
+    Some(CsrfConfig {
+        mode,
+        trusted_origins,
+        exempt_paths,
+    })
+}
+
 fn validate_log(l: Option<FileLog>, p: &mut Problems) -> Option<LogConfig> {
     let l = l?;
     let level = match l.level.as_deref() {
@@ -1387,6 +1460,52 @@ mod tests {
         assert!(!errors("listen: [unclosed").is_empty());
         assert!(!errors("- just\n- a list\n").is_empty());
         assert!(!errors("\u{0}").is_empty());
+    }
+
+    #[test]
+    fn csrf_defaults_to_enforce_with_nothing_trusted_or_exempt() {
+        let c = Config::parse(&minimal(), &env).unwrap();
+        assert_eq!(c.csrf, CsrfConfig::default());
+        assert_eq!(c.csrf.mode, CsrfMode::Enforce);
+        let c = Config::parse(&format!("{}csrf: {{}}\n", minimal()), &env).unwrap();
+        assert_eq!(c.csrf, CsrfConfig::default());
+    }
+
+    #[test]
+    fn csrf_section_is_read_and_origins_are_normalized() {
+        let text = format!(
+            "{}csrf:\n  mode: report\n  trusted_origins: [\"HTTPS://Admin.Example.com:443\", \"http://127.0.0.1:3000\"]\n  exempt_paths: [\"/webhooks/\"]\n",
+            minimal()
+        );
+        let c = Config::parse(&text, &env).unwrap();
+        assert_eq!(c.csrf.mode, CsrfMode::Report);
+        assert_eq!(
+            c.csrf.trusted_origins,
+            vec!["https://admin.example.com", "http://127.0.0.1:3000"]
+        );
+        assert_eq!(c.csrf.exempt_paths, vec!["/webhooks/"]);
+        let off = format!("{}csrf:\n  mode: off\n", minimal());
+        assert_eq!(Config::parse(&off, &env).unwrap().csrf.mode, CsrfMode::Off);
+    }
+
+    #[test]
+    fn csrf_problems_name_their_key() {
+        let text = format!(
+            "{}csrf:\n  mode: strict\n  trusted_origins: [\"https://ok.example\", \"https://a.example/\", \"a.example\"]\n  exempt_paths: [\"/ok/\", \"webhooks/\"]\n",
+            minimal()
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(errs[0].starts_with("csrf.mode: `strict` is not one of enforce, report, off"));
+        assert!(errs[1].starts_with("csrf.trusted_origins[1]: "), "{errs:?}");
+        assert!(errs[1].contains("trailing /"), "{errs:?}");
+        assert!(errs[2].starts_with("csrf.trusted_origins[2]: "), "{errs:?}");
+        assert!(errs[3].starts_with("csrf.exempt_paths[1]: "), "{errs:?}");
+        let errs = errors(&format!("{}csrf:\n  trusted: []\n", minimal()));
+        assert!(
+            errs[0].starts_with("csrf") && errs[0].contains("trusted"),
+            "{errs:?}"
+        );
     }
 
     #[test]

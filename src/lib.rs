@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod config;
 pub mod cookie;
+pub mod csrf;
 pub mod detect;
 pub mod hostile;
 pub mod logging;

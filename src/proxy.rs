@@ -1,9 +1,10 @@
 //! The pingora `ProxyHttp` implementation: thin glue over the modules that do the work.
 //!
-//! Request: strip client `X-Session*` headers -> verify the session cookie and remove it from
-//! `Cookie` -> load the session -> send the app exactly one `X-Session`. Response: read and
-//! remove `X-Session-Set` / `X-Session-Action` -> apply them to the store in one write ->
-//! add `Set-Cookie` when the client's cookie must change. Store failures are mapped to
+//! Request: refuse forged cross-origin writes ([`crate::csrf`]) -> strip client `X-Session*`
+//! headers -> verify the session cookie and remove it from `Cookie` -> load the session ->
+//! send the app exactly one `X-Session`. Response: read and remove `X-Session-Set` /
+//! `X-Session-Action` -> apply them to the store in one write -> add `Set-Cookie` when the
+//! client's cookie must change. Store failures are mapped to
 //! HTTP in one place, [`SessionProxy::store_failed`], according to `on_store_error`.
 
 use std::net::SocketAddr;
@@ -11,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, COOKIE, RETRY_AFTER, SET_COOKIE};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, RETRY_AFTER, SET_COOKIE};
 use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
@@ -22,6 +24,7 @@ use sha2::Sha256;
 
 use crate::config::{Config, StoreErrorPolicy};
 use crate::cookie::{self, CookieCodec, SessionId};
+use crate::csrf;
 use crate::metrics::Metrics;
 use crate::protocol::{self, Action, Change, SetRejection};
 use crate::store::{now_ms, SessionRecord, Store, StoreError};
@@ -104,6 +107,7 @@ pub struct SessionProxy {
     codec: CookieCodec,
     store: Store,
     metrics: Arc<Metrics>,
+    csrf: csrf::Guard,
     header_mac: Option<Hmac<Sha256>>,
     idle_ms: u64,
     absolute_ms: u64,
@@ -128,6 +132,7 @@ impl SessionProxy {
             read_timeout: config.upstream_read_timeout,
             codec: CookieCodec::new(&config.cookie),
             store,
+            csrf: csrf::Guard::new(&config.csrf, &metrics),
             metrics,
             header_mac: config.session.header_secret.as_ref().map(|s| {
                 Hmac::<Sha256>::new_from_slice(s).expect("HMAC accepts keys of any length")
@@ -656,6 +661,19 @@ impl SessionProxy {
         session.set_keepalive(None);
         session.write_response_header(Box::new(resp), true).await
     }
+
+    /// Sends a short plain-text answer that no cache keeps.
+    async fn respond_text(session: &mut Session, code: u16, body: &'static [u8]) -> Result<()> {
+        let mut resp = ResponseHeader::build(code, Some(4))?;
+        resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        resp.insert_header(CONTENT_LENGTH, body.len())?;
+        resp.insert_header(CACHE_CONTROL, "no-store")?;
+        session.set_keepalive(None);
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(Bytes::from_static(body)), true)
+            .await
+    }
 }
 
 /// Removes every header of the `X-Session*` family, in any case or spelling.
@@ -723,6 +741,10 @@ impl ProxyHttp for SessionProxy {
         }
         if Self::request_header_bytes(session) > self.max_header_bytes {
             Self::respond_empty(session, 431, false).await?;
+            return Ok(true);
+        }
+        if self.csrf.refuses(session.req_header()) {
+            Self::respond_text(session, 403, csrf::REFUSED_BODY).await?;
             return Ok(true);
         }
         let spoofed = strip_reserved(&session.req_header().headers);
