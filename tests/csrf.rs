@@ -165,6 +165,16 @@ fn assert_refused(r: &Raw, what: &str) {
     assert!(!r.has_header("set-cookie"), "{what}");
 }
 
+/// (path, `Sec-Fetch-Site`, `Origin`, `Host` instead of the sidecar's address, expected
+/// answer to an unsafe method).
+type Case<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Want,
+);
+
 /// What the test expects for an unsafe method; safe methods are always allowed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Want {
@@ -187,9 +197,8 @@ async fn the_decision_table_through_the_binary() {
     let me_https = format!("https://127.0.0.1:{port}");
 
     use Want::*;
-    // (path, Sec-Fetch-Site, Origin, Host override, expected for unsafe methods)
     #[rustfmt::skip]
-    let cases: Vec<(&str, Option<&str>, Option<&str>, Option<&str>, Want)> = vec![
+    let cases: Vec<Case> = vec![
         ("/transfer", None, None, None, Allow),
         ("/transfer", Some("same-origin"), None, None, Allow),
         ("/transfer", Some("same-origin"), Some("https://evil.example"), None, Allow),
