@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 pub mod cookie;
 pub mod cookie_abuse;
+pub mod csrf;
 pub mod framing;
 pub mod logging;
 pub mod metrics;

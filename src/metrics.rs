@@ -81,6 +81,10 @@ pub struct Metrics {
     store_ops: [(Histogram, IntCounter); StoreOp::ALL.len()],
     pub upstream_errors: IntCounter,
     pub client_headers_stripped: IntCounter,
+    /// `sidecar_cross_origin_rejected_total{reason="sec_fetch_site"}`.
+    pub cross_origin_rejected_sec_fetch_site: IntCounter,
+    /// `sidecar_cross_origin_rejected_total{reason="origin"}`.
+    pub cross_origin_rejected_origin: IntCounter,
     pub admin_requests: IntCounterVec,
     pub in_flight: IntGauge,
 }
@@ -186,6 +190,11 @@ impl Metrics {
             "sidecar_client_session_headers_stripped_total",
             "Client-supplied X-Session* headers removed before reaching the app.",
         );
+        let cross_origin_rejected = counter_vec(
+            "sidecar_cross_origin_rejected_total",
+            "Unsafe requests from another origin refused by the CSRF check (or, in report mode, that would have been), by reason (sec_fetch_site, origin).",
+            &["reason"],
+        );
         let admin_requests = counter_vec(
             "sidecar_admin_requests_total",
             "Admin listener requests, by endpoint and status code.",
@@ -242,6 +251,10 @@ impl Metrics {
             store_ops,
             upstream_errors,
             client_headers_stripped,
+            cross_origin_rejected_sec_fetch_site: cross_origin_rejected
+                .with_label_values(&[crate::csrf::Reason::SecFetchSite.label()]),
+            cross_origin_rejected_origin: cross_origin_rejected
+                .with_label_values(&[crate::csrf::Reason::Origin.label()]),
             admin_requests,
             in_flight,
         }

@@ -1,8 +1,8 @@
 //! The pingora `ProxyHttp` implementation: a short list of calls into the modules that do the
 //! work.
 //!
-//! Request: framing and size checks -> strip client `X-Session*` -> take the session cookie
-//! out of `Cookie` -> [`Engine::load`] -> send the app exactly one `X-Session`. Response:
+//! Request: framing and size checks -> refuse forged cross-origin writes ([`crate::csrf`])
+//! -> strip client `X-Session*` -> take the session cookie out of `Cookie` -> [`Engine::load`] -> send the app exactly one `X-Session`. Response:
 //! read the app's instructions -> [`Engine::finish`] -> answer a store failure per
 //! `on_store_error` ([`failure`]) -> strip the instructions -> `Set-Cookie` when the client's
 //! cookie must change.
@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, RETRY_AFTER};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::modules::http::HttpModules;
@@ -28,6 +29,7 @@ use sha2::Sha256;
 use crate::config::{Config, StoreErrorPolicy};
 use crate::cookie;
 use crate::cookie_abuse::RejectionTracker;
+use crate::csrf;
 use crate::metrics::Metrics;
 use crate::protocol;
 use crate::session::{Engine, Instructions, Loaded, Outcome};
@@ -60,6 +62,7 @@ pub struct SessionProxy {
     connect_timeout: Duration,
     read_timeout: Duration,
     engine: Engine,
+    csrf: csrf::Guard,
     metrics: Arc<Metrics>,
     header_mac: Option<Hmac<Sha256>>,
     max_header_bytes: usize,
@@ -80,6 +83,7 @@ impl SessionProxy {
             connect_timeout: config.upstream_connect_timeout,
             read_timeout: config.upstream_read_timeout,
             engine: Engine::new(config, store, metrics.clone(), abuse),
+            csrf: csrf::Guard::new(&config.csrf, &metrics),
             metrics,
             header_mac: config.session.header_secret.as_ref().map(|s| {
                 Hmac::<Sha256>::new_from_slice(s).expect("HMAC accepts keys of any length")
@@ -100,6 +104,20 @@ impl SessionProxy {
         resp.insert_header(CACHE_CONTROL, "no-store")?;
         session.set_keepalive(None);
         session.write_response_header(Box::new(resp), true).await
+    }
+
+    /// Sends a short plain-text answer that no cache keeps, and closes the connection (the
+    /// request's body is never read).
+    async fn respond_text(session: &mut Session, code: u16, body: &'static [u8]) -> Result<()> {
+        let mut resp = ResponseHeader::build(code, Some(4))?;
+        resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        resp.insert_header(CONTENT_LENGTH, body.len())?;
+        resp.insert_header(CACHE_CONTROL, "no-store")?;
+        session.set_keepalive(None);
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(Bytes::from_static(body)), true)
+            .await
     }
 
     /// Sends the app exactly one `X-Session` (and its signature, when configured).
@@ -148,6 +166,10 @@ impl ProxyHttp for SessionProxy {
         }
         if headers::request_bytes(session.req_header()) > self.max_header_bytes {
             Self::respond_empty(session, 431).await?;
+            return Ok(true);
+        }
+        if self.csrf.refuses(session.req_header()) {
+            Self::respond_text(session, 403, csrf::REFUSED_BODY).await?;
             return Ok(true);
         }
         let stripped = headers::strip_client_copies(session.req_header_mut());
