@@ -3,11 +3,20 @@
 //! - every `.yaml` / `.yml` (all documents of it) and `.json` file under `deploy/` parses;
 //! - every sidecar configuration in the repository (`proxy.yaml` at the root, everything under
 //!   `deploy/` and `examples/`) passes `session-sidecar --check`, run as the real binary;
-//! - the Kubernetes ConfigMap embeds exactly `deploy/kubernetes/proxy.yaml`;
+//! - the Kubernetes ConfigMap embeds exactly `deploy/kubernetes/proxy.yaml`, and the
+//!   PrometheusRule exactly the groups of `deploy/prometheus/session-sidecar.rules.yml`;
 //! - the manifests keep the wiring the docs promise (probes, secret, scrape annotations, the
-//!   Service on the sidecar's port), and the dashboard only names metrics that exist.
+//!   Service on the sidecar's port), with ports and paths matching the `proxy.yaml` beside
+//!   them (also the PodMonitor, compose, the image's HEALTHCHECK, the example prometheus.yml),
+//!   and a running sidecar's admin listener serves every path they use;
+//! - every metric name in `deploy/` (dashboard, rules, their tests) is on a running sidecar's
+//!   `/metrics` or is a recording rule of the rule file, and the dashboard shows every SPEC
+//!   metric.
 //!
-//! There is no Docker engine or Kubernetes API server in CI, so these checks read the files.
+//! There is no Docker engine or Kubernetes API server in CI, so these checks read the files;
+//! .ci/ops-checks.sh validates the manifests against the Kubernetes API schemas and the rules
+//! with promtool, and tests/prometheus.rs runs the rules and the dashboard's queries in a real
+//! Prometheus.
 
 mod common;
 
