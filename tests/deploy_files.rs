@@ -3,13 +3,24 @@
 //! - every `.yaml` / `.yml` (all documents of it) and `.json` file under `deploy/` parses;
 //! - every sidecar configuration in the repository (`proxy.yaml` at the root, everything under
 //!   `deploy/` and `examples/`) passes `session-sidecar --check`, run as the real binary;
-//! - the Kubernetes ConfigMap embeds exactly `deploy/kubernetes/proxy.yaml`;
+//! - the Kubernetes ConfigMap embeds exactly `deploy/kubernetes/proxy.yaml`, and the
+//!   PrometheusRule exactly the groups of `deploy/prometheus/session-sidecar.rules.yml`;
 //! - the manifests keep the wiring the docs promise (probes, secret, scrape annotations, the
-//!   Service on the sidecar's port), and the dashboard only names metrics that exist.
+//!   Service on the sidecar's port), with ports and paths matching the `proxy.yaml` beside
+//!   them (also the PodMonitor, compose, the image's HEALTHCHECK, the example prometheus.yml),
+//!   and a running sidecar's admin listener serves every path they use;
+//! - every metric name in `deploy/` (dashboard, rules, their tests) is on a running sidecar's
+//!   `/metrics` or is a recording rule of the rule file, and the dashboard shows every SPEC
+//!   metric.
 //!
-//! There is no Docker engine or Kubernetes API server in CI, so these checks read the files.
+//! There is no Docker engine or Kubernetes API server in CI, so these checks read the files;
+//! .ci/ops-checks.sh validates the manifests against the Kubernetes API schemas and the rules
+//! with promtool, and tests/prometheus.rs runs the rules and the dashboard's queries in a real
+//! Prometheus.
 
-use std::collections::BTreeSet;
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -445,34 +456,118 @@ fn dockerfile_builds_the_binary_and_runs_unprivileged() {
     );
 }
 
-/// `sidecar_*` identifiers in `text`, with the histogram series suffixes removed.
+// -------------------------------------------------------------------------------------------
+// Metric names in the dashboard, the rules and the docs, against what a running sidecar
+// exposes.
+// -------------------------------------------------------------------------------------------
+
+/// The Prometheus rule file operators load (deploy/prometheus/).
+fn rules_file() -> PathBuf {
+    deploy_dir().join("prometheus/session-sidecar.rules.yml")
+}
+
+/// Metric names in `text`: `sidecar_*` identifiers as written (series names such as
+/// `…_bucket` included) and recording-rule names `level:sidecar_…:operations`, whole.
+/// Identifiers right after a `-` (`session-sidecar_x`) or inside another word are not names.
 fn metric_names(text: &str) -> BTreeSet<String> {
-    let bytes = text.as_bytes();
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
     let mut names = BTreeSet::new();
-    let mut i = 0;
-    while let Some(pos) = text[i..].find("sidecar_") {
-        let start = i + pos;
-        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-        let mut end = start + "sidecar_".len();
-        while end < bytes.len() && word(bytes[end]) {
-            end += 1;
+    let mut start = None;
+    for (i, c) in text.char_indices().chain([(text.len(), ' ')]) {
+        match (is_word(c), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                start = None;
+                let token = &text[s..i];
+                if text[..s].ends_with('-') {
+                    continue;
+                }
+                let parts: Vec<&str> = token.split(':').collect();
+                let is_metric = match parts.as_slice() {
+                    [name] => name.starts_with("sidecar_") && *name != "sidecar_",
+                    [level, metric, ops] => {
+                        !level.is_empty() && metric.starts_with("sidecar_") && !ops.is_empty()
+                    }
+                    _ => false,
+                };
+                if is_metric {
+                    names.insert(token.to_string());
+                }
+            }
+            _ => {}
         }
-        if start == 0 || !(word(bytes[start - 1]) || bytes[start - 1] == b'-') {
-            let name = &text[start..end];
-            let base = ["_bucket", "_count", "_sum"]
-                .iter()
-                .find_map(|s| name.strip_suffix(s))
-                .unwrap_or(name);
-            names.insert(base.to_string());
-        }
-        i = end;
     }
     names
 }
 
-#[test]
-fn deploy_files_and_docs_name_only_metrics_that_exist() {
-    let source = read(&repo().join("src/metrics.rs"));
+fn is_recording_rule_name(name: &str) -> bool {
+    name.contains(':')
+}
+
+/// The metric family a series name belongs to: `x_bucket` / `x_sum` / `x_count` of a
+/// histogram `x` in `exposed`, else the name itself.
+fn family<'a>(name: &'a str, exposed: &BTreeMap<String, String>) -> &'a str {
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| {
+            name.strip_suffix(suffix)
+                .filter(|base| exposed.get(*base).map(String::as_str) == Some("histogram"))
+        })
+        .unwrap_or(name)
+}
+
+/// Recording rules of the rule file: name -> expression.
+fn recording_rules() -> BTreeMap<String, String> {
+    let docs = yaml_documents_of(&rules_file());
+    let mut rules = BTreeMap::new();
+    for group in docs[0]["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            if let Some(name) = rule["record"].as_str() {
+                let expr = rule["expr"].as_str().expect("expr").to_string();
+                assert!(
+                    rules.insert(name.to_string(), expr).is_none(),
+                    "{name} recorded twice"
+                );
+            }
+        }
+    }
+    rules
+}
+
+/// Metric families (name -> type) a real sidecar exposes on /metrics, after traffic on both
+/// listeners so that families created on first use are there too.
+async fn exposed_metrics() -> BTreeMap<String, String> {
+    let backend = common::Backend::start().await;
+    let sidecar = common::Sidecar::start(&common::Settings::memory(), &backend.addr());
+    let mut client = common::Client::new(&sidecar);
+    client.set(r#"{"a":1}"#).await;
+    client.get("/", &[]).await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        reqwest::get(sidecar.admin_url(path)).await.unwrap();
+    }
+    let text = reqwest::get(sidecar.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let types: BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_string(), kind.trim().to_string()))
+        .collect();
+    assert!(
+        types.len() >= SPEC_METRICS.len(),
+        "too few metric families on /metrics:\n{text}"
+    );
+    types
+}
+
+#[tokio::test]
+async fn deploy_files_name_only_metrics_the_sidecar_exposes() {
+    let exposed = exposed_metrics().await;
+    let recorded = recording_rules();
     let mut files = files_under(&deploy_dir());
     files.extend(files_under(&repo().join("docs")));
     let mut unknown = Vec::new();
@@ -481,20 +576,79 @@ fn deploy_files_and_docs_name_only_metrics_that_exist() {
         .filter(|p| matches!(extension(p), "json" | "yaml" | "yml" | "md"))
     {
         for name in metric_names(&read(path)) {
-            if name != "sidecar_" && !source.contains(&format!("\"{name}\"")) {
+            let known = if is_recording_rule_name(&name) {
+                recorded.contains_key(&name)
+            } else {
+                exposed.contains_key(family(&name, &exposed))
+            };
+            if !known {
                 unknown.push(format!("{}: {name}", display(path)));
             }
         }
     }
     assert!(
         unknown.is_empty(),
-        "metrics not defined in src/metrics.rs:\n{}",
+        "names that are neither on a running sidecar's /metrics nor recording rules of {}:\n{}",
+        display(&rules_file()),
         unknown.join("\n")
     );
 }
 
-#[test]
-fn dashboard_shows_every_spec_metric() {
+#[tokio::test]
+async fn recording_rules_follow_the_naming_convention_and_are_used() {
+    let exposed = exposed_metrics().await;
+    let recorded = recording_rules();
+    assert!(!recorded.is_empty());
+    let rules_text = read(&rules_file());
+    let dashboard = read(&deploy_dir().join("grafana/session-sidecar.json"));
+    for (name, expr) in &recorded {
+        // level:metric:operations, where metric is what the expression reads (a counter
+        // without its `_total`, or a histogram series).
+        let metric = name.split(':').nth(1).unwrap();
+        let reads = metric_names(expr);
+        assert!(
+            reads.iter().any(|r| {
+                r == metric || *r == format!("{metric}_total") || name_of_rule_reads(r, metric)
+            }),
+            "{name}: the metric part names none of what it reads ({reads:?})"
+        );
+        for r in reads.iter().filter(|r| !is_recording_rule_name(r)) {
+            assert!(
+                exposed.contains_key(family(r, &exposed)),
+                "{name} reads {r}, which /metrics does not have"
+            );
+        }
+        // Read by the dashboard or by a rule other than its own definition.
+        let uses = rules_text.matches(name.as_str()).count() - 1;
+        assert!(
+            uses > 0 || dashboard.contains(name.as_str()),
+            "{name} is recorded but neither the dashboard nor an alert reads it"
+        );
+    }
+}
+
+/// A recording rule built on another one keeps its metric part.
+fn name_of_rule_reads(read: &str, metric: &str) -> bool {
+    is_recording_rule_name(read) && read.split(':').nth(1) == Some(metric)
+}
+
+/// The raw metrics behind `names`: recording-rule names replaced by what their expressions
+/// read, recursively; series suffixes kept.
+fn raw_metrics(names: &BTreeSet<String>, recorded: &BTreeMap<String, String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut todo: Vec<String> = names.iter().cloned().collect();
+    while let Some(name) = todo.pop() {
+        match recorded.get(&name) {
+            Some(expr) => todo.extend(metric_names(expr)),
+            None => {
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+fn dashboard_exprs() -> String {
     let text = read(&deploy_dir().join("grafana/session-sidecar.json"));
     let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(dashboard["__inputs"][0]["name"], "DS_PROMETHEUS");
@@ -505,7 +659,22 @@ fn dashboard_shows_every_spec_metric() {
             exprs.push('\n');
         }
     }
-    let shown = metric_names(&exprs);
+    exprs
+}
+
+#[test]
+fn dashboard_shows_every_spec_metric() {
+    let shown: BTreeSet<String> =
+        raw_metrics(&metric_names(&dashboard_exprs()), &recording_rules())
+            .into_iter()
+            .map(|name| {
+                ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name)
+                    .to_string()
+            })
+            .collect();
     let missing: Vec<&&str> = SPEC_METRICS
         .iter()
         .filter(|m| !shown.contains(**m))
@@ -517,11 +686,305 @@ fn dashboard_shows_every_spec_metric() {
 }
 
 #[test]
-fn metric_name_scanner_strips_suffixes_and_ignores_other_words() {
-    let names = metric_names("rate(sidecar_store_duration_seconds_bucket[5m]) session_sidecar_x session-sidecar_y sidecar_requests_total");
-    let expected: BTreeSet<String> = ["sidecar_store_duration_seconds", "sidecar_requests_total"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+fn dashboard_and_alerts_show_cross_origin_refusals() {
+    let rules = read(&rules_file());
+    for (what, text) in [("dashboard", dashboard_exprs()), ("rule file", rules)] {
+        assert!(
+            metric_names(&text).contains("sidecar_cross_origin_rejected_total"),
+            "the {what} does not show sidecar_cross_origin_rejected_total (SPEC §10)"
+        );
+    }
+}
+
+#[test]
+fn metric_name_scanner_finds_series_and_recording_rules_only() {
+    let names = metric_names(
+        "rate(sidecar_store_duration_seconds_bucket[5m]) session_sidecar_x session-sidecar_y \
+         sidecar_requests_total instance:sidecar_requests:rate5m http://127.0.0.1:9091/metrics \
+         name: sidecar_ a:b:c",
+    );
+    let expected: BTreeSet<String> = [
+        "sidecar_store_duration_seconds_bucket",
+        "sidecar_requests_total",
+        "instance:sidecar_requests:rate5m",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     assert_eq!(names, expected);
+}
+
+// -------------------------------------------------------------------------------------------
+// The prometheus-operator component: the same rules as deploy/prometheus, scraping the same
+// endpoint as the annotations.
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn prometheus_rule_holds_exactly_the_rule_file() {
+    let rules = &yaml_documents_of(&rules_file())[0];
+    let objects = kubernetes_objects();
+    let rule = find_object(&objects, "PrometheusRule", "session-sidecar");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert!(
+        rule["spec"]["groups"] == rules["groups"],
+        "deploy/kubernetes/prometheus-operator/prometheusrule.yaml's spec.groups differ from \
+         {}; regenerate it (the command is in its header)",
+        display(&rules_file())
+    );
+}
+
+#[test]
+fn kustomize_component_is_optional_and_lists_the_operator_objects() {
+    let dir = deploy_dir().join("kubernetes");
+    let base = &yaml_documents_of(&dir.join("kustomization.yaml"))[0];
+    assert!(
+        base.get("components").is_none(),
+        "the base must apply without prometheus-operator's CRDs: leave the component commented out"
+    );
+    let component = &yaml_documents_of(&dir.join("prometheus-operator/kustomization.yaml"))[0];
+    assert_eq!(component["kind"], "Component");
+    let listed: BTreeSet<&str> = component["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let expected: BTreeSet<&str> = ["prometheusrule.yaml", "podmonitor.yaml"].into();
+    assert_eq!(listed, expected);
+}
+
+// -------------------------------------------------------------------------------------------
+// Ports, probes and scrape targets in the manifests match the sidecar config beside them.
+// -------------------------------------------------------------------------------------------
+
+/// `host` and `port` of a `host:port` value of a sidecar config.
+fn host_port(config: &Value, key: &str) -> (String, u16) {
+    let value = config[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} missing"));
+    let (host, port) = value.rsplit_once(':').expect("host:port");
+    (host.to_string(), port.parse().expect("a port number"))
+}
+
+fn config_of(path: &str) -> Value {
+    serde_yaml::from_str(&read(&deploy_dir().join(path))).expect("a YAML config")
+}
+
+/// A duration of the config (`20s`, `1m`) in seconds.
+fn seconds(value: &Value) -> u64 {
+    let text = value.as_str().expect("a duration");
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap());
+    let n: u64 = number.parse().unwrap();
+    match unit {
+        "s" => n,
+        "m" => n * 60,
+        other => panic!("unexpected unit {other} in {text}"),
+    }
+}
+
+/// A container port given by name or number, resolved against the container's ports.
+fn container_port(container: &Value, port: &Value) -> u64 {
+    if let Some(n) = port.as_u64() {
+        return n;
+    }
+    let name = port.as_str().expect("a port name or number");
+    container["ports"]
+        .as_sequence()
+        .and_then(|ports| ports.iter().find(|p| p["name"] == name))
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no container port named {name}"))
+}
+
+fn app_deployment(objects: &[Value]) -> &Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] != "redis")
+        .expect("a Deployment for the app")
+}
+
+fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["spec"]["containers"]
+        .as_sequence()
+        .and_then(|c| c.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    container["env"]
+        .as_sequence()?
+        .iter()
+        .find(|e| e["name"] == name)?["value"]
+        .as_str()
+}
+
+/// Every HTTP path the manifests expect the admin listener to serve: probe paths, the
+/// prometheus.io/path annotation and the PodMonitor's paths.
+fn kubernetes_admin_paths(objects: &[Value]) -> BTreeSet<String> {
+    let pod = &app_deployment(objects)["spec"]["template"];
+    let sidecar = container(pod, "session-sidecar");
+    let mut paths = BTreeSet::new();
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(path) = sidecar[probe]["httpGet"]["path"].as_str() {
+            paths.insert(path.to_string());
+        }
+    }
+    paths.insert(
+        pod["metadata"]["annotations"]["prometheus.io/path"]
+            .as_str()
+            .expect("prometheus.io/path")
+            .to_string(),
+    );
+    let monitor = find_object(objects, "PodMonitor", "session-sidecar");
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]
+        .as_sequence()
+        .expect("podMetricsEndpoints")
+    {
+        paths.insert(endpoint["path"].as_str().unwrap_or("/metrics").to_string());
+    }
+    paths
+}
+
+#[test]
+fn kubernetes_ports_probes_and_scraping_match_proxy_yaml() {
+    let config = config_of("kubernetes/proxy.yaml");
+    let (_, listen) = host_port(&config, "listen");
+    let (admin_host, admin) = host_port(&config, "admin_listen");
+    let (upstream_host, upstream) = host_port(&config, "upstream");
+    assert_eq!(
+        admin_host, "0.0.0.0",
+        "the kubelet and Prometheus reach the admin listener on the pod IP"
+    );
+
+    let objects = kubernetes_objects();
+    let deployment = app_deployment(&objects);
+    let pod = &deployment["spec"]["template"];
+    let sidecar = container(pod, "session-sidecar");
+    assert_eq!(container_port(sidecar, &"http".into()), u64::from(listen));
+    assert_eq!(container_port(sidecar, &"admin".into()), u64::from(admin));
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let port = &sidecar[probe]["httpGet"]["port"];
+        assert_eq!(
+            container_port(sidecar, port),
+            u64::from(admin),
+            "{probe} goes to the admin listener"
+        );
+    }
+
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(
+        annotations["prometheus.io/port"].as_str(),
+        Some(admin.to_string().as_str()),
+        "prometheus.io/port is admin_listen's port"
+    );
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+
+    let monitor = find_object(&objects, "PodMonitor", "session-sidecar");
+    let labels = &pod["metadata"]["labels"];
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .expect("PodMonitor selector.matchLabels");
+    assert!(
+        !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        "the PodMonitor selects the app's pods"
+    );
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]
+        .as_sequence()
+        .expect("podMetricsEndpoints")
+    {
+        assert_eq!(
+            container_port(sidecar, &endpoint["port"]),
+            u64::from(admin),
+            "the PodMonitor scrapes the admin listener"
+        );
+        assert_eq!(endpoint["path"], "/metrics");
+    }
+
+    let service = find_object(&objects, "Service", "app");
+    for port in service["spec"]["ports"].as_sequence().expect("ports") {
+        assert_eq!(
+            container_port(sidecar, &port["targetPort"]),
+            u64::from(listen),
+            "the Service sends clients to the sidecar's listen port"
+        );
+    }
+
+    let app = container(pod, "app");
+    assert_eq!(env_value(app, "HOST"), Some(upstream_host.as_str()));
+    assert_eq!(
+        env_value(app, "PORT"),
+        Some(upstream.to_string().as_str()),
+        "the app listens where the sidecar's upstream points"
+    );
+
+    // SIGTERM -> preStop pause -> drain for grace_period, all before the kill.
+    let pre_stop = sidecar["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_u64()
+        .expect("a preStop sleep");
+    let kill_after = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("terminationGracePeriodSeconds");
+    assert!(
+        pre_stop + seconds(&config["grace_period"]) < kill_after,
+        "preStop ({pre_stop}s) + grace_period must end before terminationGracePeriodSeconds ({kill_after}s)"
+    );
+}
+
+#[test]
+fn compose_prometheus_and_docker_ports_match_their_configs() {
+    let config = config_of("compose/proxy.yaml");
+    let (_, listen) = host_port(&config, "listen");
+    let (_, admin) = host_port(&config, "admin_listen");
+    let (_, upstream) = host_port(&config, "upstream");
+    let compose = &yaml_documents_of(&deploy_dir().join("compose/compose.yaml"))[0];
+    let published: BTreeSet<u16> = compose["services"]["sidecar"]["ports"]
+        .as_sequence()
+        .expect("sidecar ports")
+        .iter()
+        .map(|p| {
+            let p = p.as_str().expect("a port mapping");
+            p.rsplit(':').next().unwrap().parse().expect("a port")
+        })
+        .collect();
+    assert_eq!(
+        published,
+        [listen, admin].into(),
+        "compose publishes listen and admin_listen"
+    );
+    assert_eq!(
+        compose["services"]["app"]["environment"]["PORT"].as_str(),
+        Some(upstream.to_string().as_str())
+    );
+
+    // The image's HEALTHCHECK probes the admin listener of the compose and Kubernetes configs.
+    let dockerfile = read(&deploy_dir().join("docker/Dockerfile"));
+    let probe = format!("http://127.0.0.1:{admin}/healthz");
+    assert!(
+        dockerfile.contains(&probe),
+        "the HEALTHCHECK probes {probe}"
+    );
+    let (_, kubernetes_admin) = host_port(&config_of("kubernetes/proxy.yaml"), "admin_listen");
+    assert_eq!(kubernetes_admin, admin);
+
+    // The example Prometheus scrapes the host sidecar of deploy/systemd.
+    let (host, port) = host_port(&config_of("systemd/proxy.yaml"), "admin_listen");
+    let prometheus = read(&deploy_dir().join("prometheus/prometheus.yml"));
+    assert!(
+        prometheus.contains(&format!("\"{host}:{port}\"")),
+        "deploy/prometheus/prometheus.yml scrapes {host}:{port}"
+    );
+}
+
+#[tokio::test]
+async fn the_admin_listener_serves_every_path_the_manifests_use() {
+    let paths = kubernetes_admin_paths(&kubernetes_objects());
+    assert!(paths.len() >= 3, "{paths:?}");
+    let backend = common::Backend::start().await;
+    let sidecar = common::Sidecar::start(&common::Settings::memory(), &backend.addr());
+    for path in &paths {
+        let status = reqwest::get(sidecar.admin_url(path))
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "GET {path} on the admin listener");
+    }
 }
