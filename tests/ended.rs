@@ -330,3 +330,35 @@ async fn a_request_without_a_session_still_creates_one() {
     assert_eq!(late.status, 200);
     assert_eq!(late.set_cookies().len(), 1, "a new session's cookie");
 }
+
+/// A late logout (`destroy`) for a session that another tab has meanwhile regenerated must
+/// not expire the browser's cookie: that cookie now belongs to the fresh login.
+#[tokio::test]
+async fn late_destroy_after_regenerate_leaves_the_new_cookie_alone() {
+    let backend = Backend::start().await;
+    let sidecar = Sidecar::start(&with_users(Settings::memory()), &backend.addr());
+    let client = login(&sidecar).await;
+    let dropped = sidecar.metric(DROPPED).await;
+    let mut slow = client.clone();
+    let late = tokio::spawn(async move {
+        slow.get(
+            "/logout",
+            &[
+                ("x-delay-ms", "800"),
+                ("x-reply-x-session-action", "destroy"),
+            ],
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut other_tab = client.clone();
+    let r = other_tab.action("regenerate").await;
+    assert_eq!(r.set_cookies().len(), 1, "the login's new cookie");
+    let late = late.await.unwrap();
+    assert_dropped(&sidecar, &late, dropped).await;
+    assert_eq!(
+        other_tab.session().await,
+        json!({"user_id": "alice", "n": 1}),
+        "the regenerated session is untouched"
+    );
+}

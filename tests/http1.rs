@@ -112,3 +112,47 @@ async fn a_client_that_goes_away_is_counted_as_499() {
         "never as 0"
     );
 }
+
+/// Pipelining must not reopen request smuggling: a request with ambiguous framing in the
+/// middle of a pipeline is refused with 400 and the connection closed, so nothing behind it
+/// (here a smuggled request hidden in its body) ever reaches the app.
+#[tokio::test]
+async fn a_smuggling_attempt_inside_a_pipeline_ends_the_connection() {
+    let backend = Backend::start().await;
+    let sidecar = Sidecar::start(&Settings::memory(), &backend.addr());
+    let addr = address(&sidecar);
+    let hits_before = backend.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let (responses, rest) = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let smuggled = "GET /smuggled HTTP/1.1\r\nHost: sidecar\r\n\r\n";
+        let pipeline = format!(
+            "GET /first HTTP/1.1\r\nHost: sidecar\r\n\r\n\
+             POST /ambiguous HTTP/1.1\r\nHost: sidecar\r\nContent-Length: {}\r\n\
+             Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}\
+             GET /after HTTP/1.1\r\nHost: sidecar\r\n\r\n",
+            5 + smuggled.len()
+        );
+        stream.write_all(pipeline.as_bytes()).unwrap();
+        let responses = read_responses(&mut stream, 2);
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        (responses, rest)
+    })
+    .await
+    .unwrap();
+    assert_eq!(responses.len(), 2, "{responses:?}");
+    assert_eq!(responses[0].0, 200);
+    let first: serde_json::Value = serde_json::from_str(&responses[0].1).unwrap();
+    assert_eq!(first["path"], "/first");
+    assert_eq!(responses[1].0, 400, "the ambiguous request is refused");
+    assert!(
+        rest.is_empty(),
+        "nothing after the refusal: the connection is closed"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        backend.hits.load(std::sync::atomic::Ordering::SeqCst),
+        hits_before + 1,
+        "only /first reached the app"
+    );
+}
