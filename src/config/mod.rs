@@ -65,6 +65,8 @@ pub const MAX_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub const MAX_UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// Upper bound of `grace_period`: 1 hour.
 pub const MAX_GRACE_PERIOD: Duration = Duration::from_secs(3600);
+/// Upper bound of `threads`: each is an OS thread with its own runtime.
+pub const MAX_THREADS: usize = 1024;
 /// Upper bound of `session.idle_timeout` and `session.absolute_timeout`: 365 days.
 pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(365 * 86400);
 /// Upper bound of `cookie.max_age`: 400 days, the cap browsers apply to cookie lifetimes.
@@ -83,7 +85,7 @@ pub struct Config {
     pub upstream_read_timeout: Duration,
     /// Where `/healthz`, `/readyz`, `/metrics` and `/sessions` are served; `None` = nowhere.
     pub admin_listen: Option<SocketAddr>,
-    /// Worker threads. Default: the CPU count.
+    /// Worker threads, 1 to [`MAX_THREADS`]. Default: the CPU count.
     pub threads: usize,
     /// How long SIGTERM waits for in-flight requests before exiting. Default 25 s; at most
     /// 1 h (0 = exit at once).

@@ -443,6 +443,13 @@ fn a_value_that_cannot_be_read_hides_nothing_else_and_adds_no_noise() {
     assert_eq!(errs.len(), 2, "{errs:?}");
     assert!(errs[0].starts_with("cookie: invalid type"), "{errs:?}");
     assert_eq!(errs[1], "threads: must be at least 1");
+    let errs = errors(
+        "listen: \"127.0.0.1:8080\"\nupstream: \"127.0.0.1:3000\"\ncookie: 5\nthreads: 100000\n",
+    );
+    assert!(
+        errs.iter().any(|e| e == "threads: must be at most 1024"),
+        "{errs:?}"
+    );
     // a bad list item is reported with its index; the rest of the file is still checked
     let errs = errors(
         "listen: \"127.0.0.1:8080\"\nupstream: \"127.0.0.1:3000\"\ncookie:\n  secrets: [[1]]\n  same_site: none\n  secure: false\n  name: sid\nbogus: 1\nlog:\n  level: loud\n",

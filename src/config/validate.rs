@@ -57,6 +57,10 @@ pub(super) fn validate(f: FileConfig, p: &mut Problems) -> Option<Config> {
             p.add("threads", "must be at least 1");
             1
         }
+        Some(n) if n > MAX_THREADS => {
+            p.add("threads", format!("must be at most {MAX_THREADS}"));
+            MAX_THREADS
+        }
         Some(n) => n,
         None => std::thread::available_parallelism()
             .map(|n| n.get())
