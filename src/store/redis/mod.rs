@@ -22,7 +22,8 @@ use redis::{RedisError, Script};
 use super::{SessionRecord, SessionStore, StoreError, CREATED_FIELD, TOUCHED_FIELD};
 use crate::session::{is_reserved_key, Change};
 
-/// Writes one response's change. KEYS[1] = key (KEYS[2] = new key for `regenerate`).
+/// Creates or regenerates a session (updates, the hot write, use [`UPDATE_SCRIPT`]).
+/// KEYS[1] = key (KEYS[2] = new key for `regenerate`).
 /// ARGV: mode (create | update | regenerate), now_ms, ttl_ms, number of sets,
 /// then name/value pairs, then names to delete. Returns 1, or 0 when the session is gone.
 const WRITE_SCRIPT: &str = r#"
@@ -73,8 +74,9 @@ return 1
 ///
 /// `PEXPIRE` answers 0 for a missing key, so it is the existence check and the expiry refresh
 /// in one call, before anything is written: an ended session is never recreated. Two to three
-/// `redis.call`s and no mode dispatch: ≈ 20 % less Redis CPU than [`WRITE_SCRIPT`] for the
-/// same update (`benches/callgrind.sh`). `unpack` is chunked to stay within Lua's stack.
+/// `redis.call`s and no mode dispatch: ≈ 20 % fewer Redis instructions than [`WRITE_SCRIPT`]
+/// for the same update (`benches/redis_scripts.py`). `unpack` is chunked to stay within
+/// Lua's stack.
 const UPDATE_SCRIPT: &str = r#"
 local key = KEYS[1]
 if redis.call('PEXPIRE', key, ARGV[1]) == 0 then return 0 end
