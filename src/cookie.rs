@@ -53,7 +53,14 @@ impl SessionId {
     /// Hex SHA-256 of the ID: what the store key is made of, so read access to the store
     /// does not reveal live cookies.
     pub fn store_digest(&self) -> String {
-        hex::encode(Sha256::digest(self.0))
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digest = Sha256::digest(self.0);
+        let mut hex = String::with_capacity(2 * digest.len());
+        for b in digest {
+            hex.push(char::from(HEX[usize::from(b >> 4)]));
+            hex.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        hex
     }
 }
 
@@ -358,6 +365,7 @@ mod tests {
         let id = SessionId::generate();
         let d = id.store_digest();
         assert_eq!(d.len(), 64);
+        assert_eq!(d, hex::encode(Sha256::digest(id.0)));
         assert!(!d.contains(&URL_SAFE_NO_PAD.encode(id.0)));
     }
 }

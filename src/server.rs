@@ -49,7 +49,9 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
 
     let conf = ServerConf {
         threads: config.threads,
-        work_stealing: true,
+        // One thread per worker: the no-steal runtime (one current-thread tokio runtime per
+        // thread) avoids the work-stealing scheduler's cross-thread bookkeeping.
+        work_stealing: false,
         // The drain watcher exits as soon as requests are done; this is only the backstop.
         grace_period_seconds: Some(config.grace_period.as_secs() + 1),
         graceful_shutdown_timeout_seconds: Some(1),

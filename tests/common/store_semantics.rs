@@ -9,8 +9,9 @@
 //! refreshes; regenerate moves the data (with the change) and the creation time, leaves the
 //! old key dead, and creates nothing for a missing session; destroy, once; concurrent writes
 //! of different fields all land; keys spread over many slots; expiry (TTL) and its refresh;
-//! 500 fields in one write. [`run_index_suite`] guards the per-user index: only live sessions
-//! whose user field still matches, within their deadline, and removal from it.
+//! thousands of sets and deletes in one update; 500 fields in one write. [`run_index_suite`]
+//! guards the per-user index: only live sessions whose user field still matches, within their
+//! deadline, and removal from it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,6 +215,43 @@ pub async fn run_suite(store: Arc<dyn SessionStore>, prefix: &str) {
         .update(&key("short"), &Change::default(), now_ms(), ttl)
         .await
         .unwrap());
+
+    // thousands of sets and deletes in one update (more than one `HSET`/`HDEL` argument
+    // chunk of the Redis scripts), applied whole
+    let now = now_ms();
+    store
+        .create(&key("bulk"), &fields(&[("keep", "1")]), now, ttl)
+        .await
+        .unwrap();
+    let bulk = Change {
+        set: (0..2500)
+            .map(|i| (format!("b{i}"), i.to_string()))
+            .collect(),
+        delete: vec![],
+    };
+    assert!(store
+        .update(&key("bulk"), &bulk, now + 1, ttl)
+        .await
+        .unwrap());
+    let rec = store.load(&key("bulk")).await.unwrap().unwrap();
+    assert_eq!(rec.fields.len(), 2501);
+    assert_eq!(rec.touched_ms, now + 1);
+    let shrink = Change {
+        set: fields(&[("last", "2")]),
+        delete: (0..2400).map(|i| format!("b{i}")).collect(),
+    };
+    assert!(store
+        .update(&key("bulk"), &shrink, now + 2, ttl)
+        .await
+        .unwrap());
+    let rec = store.load(&key("bulk")).await.unwrap().unwrap();
+    let mut names: Vec<String> = rec.fields.into_iter().map(|(k, _)| k).collect();
+    names.sort();
+    let mut expected: Vec<String> = (2400..2500).map(|i| format!("b{i}")).collect();
+    expected.extend(["keep".to_string(), "last".to_string()]);
+    expected.sort();
+    assert_eq!(names, expected);
+    assert_eq!(rec.touched_ms, now + 2);
 
     // many fields in one write
     let many: Vec<(String, String)> = (0..500).map(|i| (format!("f{i}"), i.to_string())).collect();

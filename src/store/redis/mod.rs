@@ -22,7 +22,8 @@ use redis::{RedisError, Script};
 use super::{SessionRecord, SessionStore, StoreError, CREATED_FIELD, TOUCHED_FIELD};
 use crate::session::{is_reserved_key, Change};
 
-/// Writes one response's change. KEYS[1] = key (KEYS[2] = new key for `regenerate`).
+/// Creates or regenerates a session (updates, the hot write, use [`UPDATE_SCRIPT`]).
+/// KEYS[1] = key (KEYS[2] = new key for `regenerate`).
 /// ARGV: mode (create | update | regenerate), now_ms, ttl_ms, number of sets,
 /// then name/value pairs, then names to delete. Returns 1, or 0 when the session is gone.
 const WRITE_SCRIPT: &str = r#"
@@ -67,6 +68,33 @@ redis.call('PEXPIRE', key, ARGV[3])
 return 1
 "#;
 
+/// Updates an existing session: the hot write, one per response that changes a session or
+/// refreshes its expiry. KEYS[1] = key. ARGV: ttl_ms, now_ms, number of sets, then name/value
+/// pairs, then names to delete. Returns 1, or 0 when the session is gone (nothing written).
+///
+/// `PEXPIRE` answers 0 for a missing key, so it is the existence check and the expiry refresh
+/// in one call, before anything is written: an ended session is never recreated. Two to three
+/// `redis.call`s and no mode dispatch: ≈ 20 % fewer Redis instructions than [`WRITE_SCRIPT`]
+/// for the same update (`benches/redis_scripts.py`). `unpack` is chunked to stay within
+/// Lua's stack.
+const UPDATE_SCRIPT: &str = r#"
+local key = KEYS[1]
+if redis.call('PEXPIRE', key, ARGV[1]) == 0 then return 0 end
+local last = 3 + 2 * tonumber(ARGV[3])
+if last <= 2003 then
+  redis.call('HSET', key, '__touched', ARGV[2], unpack(ARGV, 4, last))
+else
+  redis.call('HSET', key, '__touched', ARGV[2])
+  for i = 4, last, 2000 do
+    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 1999, last)))
+  end
+end
+for i = last + 1, #ARGV, 2000 do
+  redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 1999, #ARGV)))
+end
+return 1
+"#;
+
 /// A driver error as a [`StoreError`]: unreachable or slow is `Unavailable`, the rest a bad
 /// reply.
 fn store_error(e: RedisError) -> StoreError {
@@ -95,6 +123,7 @@ pub trait Connector: Send + Sync + 'static {
 pub struct RedisStore<C: Connector> {
     connector: C,
     write: Script,
+    update: Script,
     delete_if_unchanged: Script,
     index_add: Script,
     index_touch: Script,
@@ -105,6 +134,7 @@ impl<C: Connector> RedisStore<C> {
         RedisStore {
             connector,
             write: Script::new(WRITE_SCRIPT),
+            update: Script::new(UPDATE_SCRIPT),
             delete_if_unchanged: Script::new(DELETE_IF_UNCHANGED_SCRIPT),
             index_add: Script::new(INDEX_ADD_SCRIPT),
             index_touch: Script::new(INDEX_TOUCH_SCRIPT),
@@ -256,13 +286,13 @@ return 1
 
 fn lossy(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(String, String)> {
     raw.into_iter()
-        .map(|(k, v)| {
-            (
-                String::from_utf8_lossy(&k).into_owned(),
-                String::from_utf8_lossy(&v).into_owned(),
-            )
-        })
+        .map(|(k, v)| (lossy_string(k), lossy_string(v)))
         .collect()
+}
+
+/// The bytes as a `String`, reusing the buffer when they are valid UTF-8 (the usual case).
+fn lossy_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[async_trait]
@@ -298,8 +328,24 @@ impl<C: Connector> SessionStore for RedisStore<C> {
         now_ms: u64,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        self.write("update", &[key], &change.set, &change.delete, now_ms, ttl)
+        let mut conn = self.connector.connection()?;
+        let mut invocation = self.update.prepare_invoke();
+        invocation
+            .key(key)
+            .arg(ttl_ms(ttl))
+            .arg(now_ms)
+            .arg(change.set.len());
+        for (k, v) in &change.set {
+            invocation.arg(k).arg(v);
+        }
+        for k in &change.delete {
+            invocation.arg(k);
+        }
+        let done: i64 = invocation
+            .invoke_async(&mut conn)
             .await
+            .map_err(store_error)?;
+        Ok(done == 1)
     }
 
     async fn regenerate(
@@ -473,5 +519,6 @@ mod tests {
     fn metadata_field_names_match_the_script() {
         assert!(super::WRITE_SCRIPT.contains(super::CREATED_FIELD));
         assert!(super::WRITE_SCRIPT.contains(crate::store::TOUCHED_FIELD));
+        assert!(super::UPDATE_SCRIPT.contains(crate::store::TOUCHED_FIELD));
     }
 }
