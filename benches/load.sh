@@ -27,6 +27,9 @@
 # binary too, as a second sidecar with the same config, secret and Redis, and adds the
 # scenarios base_anon, base_read and base_write, each run right before its new counterpart:
 #   BASELINE_BIN=/tmp/old-sidecar SIDECAR_BIN=target/release/session-sidecar bash benches/load.sh
+# FLOOR_BIN=/path/to/plain/proxy (e.g. target/release/examples/lean_floor) starts that binary as
+# `FLOOR_BIN LISTEN BACKEND 1` for the scenario floor (anonymous GET /), e.g.
+#   FLOOR_BIN=target/release/examples/lean_floor SCENARIOS="nginx anon floor" bash benches/load.sh
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -126,6 +129,7 @@ free_port REDIS_PORT
 free_port SIDECAR_PORT
 free_port ADMIN_PORT
 free_port BASE_PORT
+free_port FLOOR_PORT
 
 nginx_conf() { # name body -> starts an nginx with this http{} body
     local name=$1 body=$2 dir=$TMP/$1
@@ -228,6 +232,13 @@ if [ -n "${BASELINE_BIN:-}" ]; then
     PIDS+=("$BASELINE_PID")
     wait_port "$BASE_PORT" "the baseline sidecar"
 fi
+if [ -n "${FLOOR_BIN:-}" ]; then
+    [ -x "$FLOOR_BIN" ] || die "no floor binary at $FLOOR_BIN"
+    "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$BACKEND_PORT" 1 >"$TMP/floor.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$FLOOR_PORT" "the floor binary"
+    [ "$(curl -sf "http://127.0.0.1:$FLOOR_PORT/echo")" = "{}" ] || die "the floor binary does not send X-Session: {}"
+fi
 
 # --- sanity checks: each scenario does what its name says ------------------------------------
 
@@ -260,6 +271,7 @@ label() {
         read) echo "sidecar, session read (5 fields)" ;;
         write) echo "sidecar, session write per response" ;;
         base_*) echo "baseline $(label "${1#base_}")" ;;
+        floor) echo "\`$(basename "$FLOOR_BIN")\`, anonymous" ;;
     esac
 }
 url() {
@@ -270,6 +282,7 @@ url() {
         write) echo "$SIDECAR/write" ;;
         base_anon | base_read) echo "http://127.0.0.1:$BASE_PORT/" ;;
         base_write) echo "http://127.0.0.1:$BASE_PORT/write" ;;
+        floor) echo "http://127.0.0.1:$FLOOR_PORT/" ;;
     esac
 }
 run_wrk() { # scenario seconds outfile
