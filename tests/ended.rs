@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
@@ -56,6 +57,18 @@ fn slow_request(client: &Client, delay_ms: u64) -> tokio::task::JoinHandle<Reply
         )
         .await
     })
+}
+
+/// Waits until the slow request has reached the app (its session was loaded as live), so
+/// the session ends while the request is in flight however slow the machine is.
+async fn at_the_app(backend: &Backend, hits_before: usize) {
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            backend.hits.load(Ordering::SeqCst) > hits_before
+        })
+        .await,
+        "the slow request reached the app"
+    );
 }
 
 /// What every race checks of the late response.
@@ -132,8 +145,9 @@ async fn race(settings: Settings, redis: Option<&Redis>, how: Ender) {
     let created = sidecar.metric("sidecar_sessions_created_total").await;
     let dropped = sidecar.metric(DROPPED).await;
 
-    let slow = slow_request(&client, 800);
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    let hits = backend.hits.load(Ordering::SeqCst);
+    let slow = slow_request(&client, 1500);
+    at_the_app(&backend, hits).await;
     end(&sidecar, &client, how).await;
     if let Some(redis) = redis {
         assert!(session_keys(redis).is_empty(), "{how:?} ended the session");
@@ -208,8 +222,9 @@ async fn late_response_after_destroy_all_changes_nothing_cluster() {
     assert_eq!(second_device.session().await["user_id"], "alice");
     let dropped = sidecar.metric(DROPPED).await;
 
-    let slow = slow_request(&client, 800);
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    let hits = backend.hits.load(Ordering::SeqCst);
+    let slow = slow_request(&client, 1500);
+    at_the_app(&backend, hits).await;
     end(&sidecar, &second_device, Ender::DestroyAll).await;
     let late = slow.await.unwrap();
 
@@ -230,8 +245,9 @@ async fn late_response_after_regenerate_leaves_the_new_login_alone() {
     let client = login(&sidecar).await;
     let dropped = sidecar.metric(DROPPED).await;
 
-    let slow = slow_request(&client, 800);
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    let hits = backend.hits.load(Ordering::SeqCst);
+    let slow = slow_request(&client, 1500);
+    at_the_app(&backend, hits).await;
     let mut other_tab = client.clone();
     let r = other_tab
         .get(
@@ -333,18 +349,19 @@ async fn late_destroy_after_regenerate_leaves_the_new_cookie_alone() {
     let sidecar = Sidecar::start(&with_users(Settings::memory()), &backend.addr());
     let client = login(&sidecar).await;
     let dropped = sidecar.metric(DROPPED).await;
+    let hits = backend.hits.load(Ordering::SeqCst);
     let mut slow = client.clone();
     let late = tokio::spawn(async move {
         slow.get(
             "/logout",
             &[
-                ("x-delay-ms", "800"),
+                ("x-delay-ms", "1500"),
                 ("x-reply-x-session-action", "destroy"),
             ],
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    at_the_app(&backend, hits).await;
     let mut other_tab = client.clone();
     let r = other_tab.action("regenerate").await;
     assert_eq!(r.set_cookies().len(), 1, "the login's new cookie");
