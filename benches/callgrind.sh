@@ -23,14 +23,12 @@ REQUESTS=${REQUESTS:-2000}
 WARMUP=${WARMUP:-200}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 COOKIE_NAME=bench_sid
-log() { printf '[callgrind] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-find_tool() { command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || true; }
-
-NGINX=$(find_tool nginx)
+LOG_TAG=callgrind
+TMP_NAME=sidecar-callgrind
+# shellcheck source=benches/callgrind_lib.sh
+. "$ROOT/benches/callgrind_lib.sh"
 REDIS=$(find_tool redis-server)
-for t in valgrind callgrind_control curl; do [ -n "$(find_tool "$t")" ] || die "$t is required"; done
-[ -n "$NGINX" ] && [ -n "$REDIS" ] || die "nginx and redis-server are required"
+[ -n "$REDIS" ] || die "redis-server is required"
 
 BINS=("$@")
 if [ ${#BINS[@]} -eq 0 ]; then
@@ -38,71 +36,7 @@ if [ ${#BINS[@]} -eq 0 ]; then
     BINS=("${CARGO_TARGET_DIR:-$ROOT/target}/release/session-sidecar")
 fi
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/sidecar-callgrind.XXXXXX")
-PIDS=()
-stop_all() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    PIDS=()
-}
-cleanup() {
-    stop_all
-    if [ "${KEEP_TMP:-0}" = 1 ]; then log "dumps kept in $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-    local p _
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
-        if ! port_in_use "$p"; then printf -v "$1" '%s' "$p"; return 0; fi
-    done
-    die "no free port found"
-}
-wait_port() {
-    local _
-    for _ in $(seq 1 600); do port_in_use "$1" && return 0; sleep 0.1; done
-    die "$2 did not start listening on 127.0.0.1:$1 (logs: $TMP)"
-}
-
-# The app of benches/load.sh.
-free_port BACKEND_PORT
-mkdir -p "$TMP/backend"
-cat >"$TMP/backend/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $TMP/backend/nginx.pid;
-error_log $TMP/backend/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/backend/body;
-    proxy_temp_path $TMP/backend/proxy;
-    fastcgi_temp_path $TMP/backend/fastcgi;
-    uwsgi_temp_path $TMP/backend/uwsgi;
-    scgi_temp_path $TMP/backend/scgi;
-    server {
-        listen 127.0.0.1:$BACKEND_PORT;
-        default_type text/plain;
-        location / { return 200 "ok\n"; }
-        location = /login5 {
-            add_header X-Session-Set '{"user":"alice","uid":42,"admin":false,"roles":["dev"],"theme":"dark"}';
-            return 200 "ok\n";
-        }
-        location = /write {
-            add_header X-Session-Set '{"last":"\$request_id"}';
-            return 200 "ok\n";
-        }
-        location = /echo { return 200 "\$http_x_session\n"; }
-    }
-}
-EOF
-"$NGINX" -p "$TMP/backend" -e "$TMP/backend/error.log" -c "$TMP/backend/nginx.conf" >"$TMP/backend/stdout.log" 2>&1 &
-BACKEND_PID=$!
-wait_port "$BACKEND_PORT" "the nginx backend"
+start_backend
 
 # REQUESTS (or WARMUP) requests over one connection: scenario count
 send() {
@@ -115,28 +49,6 @@ send() {
     : >"$TMP/curl.cfg"
     for i in $(seq 1 "$2"); do printf 'url = "%s"\noutput = "/dev/null"\n' "$url" >>"$TMP/curl.cfg"; done
     curl -sf "${cookie[@]}" -K "$TMP/curl.cfg" || die "requests for $1 failed"
-}
-
-# dump the counters of pid (named name) and print its total Ir since the last zeroing
-dump_ir() {
-    local before after
-    before=$(ls "$TMP/$2".cg.* 2>/dev/null | wc -l)
-    callgrind_control -d "$1" >/dev/null 2>&1
-    for _ in $(seq 1 100); do
-        after=$(ls "$TMP/$2".cg.* 2>/dev/null | wc -l)
-        [ "$after" -gt "$before" ] && break
-        sleep 0.1
-    done
-    sleep 0.3
-    local file total cron
-    # shellcheck disable=SC2012 # newest dump; file names are ours
-    file=$(ls -t "$TMP/$2".cg.* | head -1)
-    total=$(awk '/^(summary|totals):/ {print $2; exit}' "$file")
-    # Redis' serverCron runs 10 times per (valgrind-slowed) second whatever the traffic:
-    # not part of the requests' cost.
-    cron=$(callgrind_annotate --inclusive=yes "$file" 2>/dev/null \
-        | awk '/:serverCron / {gsub(",", "", $1); print $1; exit}')
-    echo $((total - ${cron:-0}))
 }
 
 RESULTS=()
@@ -187,8 +99,8 @@ EOF
         send "$s" "$REQUESTS"
         side=$(dump_ir "$SIDECAR_PID" sidecar)
         red=$(dump_ir "$REDIS_PID" redis)
-        side=$(awk -v a="$side" -v n="$REQUESTS" 'BEGIN {printf "%.1fk", a / n / 1000}')
-        red=$(awk -v a="$red" -v n="$REQUESTS" 'BEGIN {printf "%.1fk", a / n / 1000}')
+        side=$(per_request "$side" "$REQUESTS")
+        red=$(per_request "$red" "$REQUESTS")
         log "$(basename "$BIN") $s: sidecar $side Ir/request, redis-server $red Ir/request"
         row="$row $side | $red |"
     done
@@ -205,5 +117,3 @@ done
     echo "|---|---:|---:|---:|---:|---:|---:|"
     printf '%s\n' "${RESULTS[@]}"
 } | tee -a "${OUT:-/dev/null}"
-kill "$BACKEND_PID" 2>/dev/null || true
-wait "$BACKEND_PID" 2>/dev/null || true

@@ -5,11 +5,12 @@
 //! Run: `cargo bench --bench cookie`.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use session_sidecar::config::CookieConfig;
 use session_sidecar::cookie::{split_cookies, CookieCodec, SessionId};
+
+mod support;
 
 fn config(secrets: &[&str]) -> CookieConfig {
     CookieConfig::with_defaults(secrets.iter().map(|s| s.as_bytes().to_vec()).collect())
@@ -51,10 +52,7 @@ fn cookie(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(50)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = support::micro();
     targets = cookie
 }
 criterion_main!(benches);

@@ -7,12 +7,13 @@
 //! Run: `cargo bench --bench csrf`.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use session_sidecar::config::CsrfConfig;
 use session_sidecar::csrf::Guard;
 use session_sidecar::metrics::Metrics;
+
+mod support;
 
 fn request(method: &str, headers: &[(&str, &str)]) -> http::request::Parts {
     let mut builder = http::Request::builder()
@@ -96,10 +97,7 @@ fn csrf(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(50)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = support::micro();
     targets = csrf
 }
 criterion_main!(benches);

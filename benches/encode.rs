@@ -6,10 +6,11 @@
 //! Run: `cargo bench --bench encode`.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use session_sidecar::protocol::encode_session;
+
+mod support;
 
 /// `n` small fields whose values cycle through the JSON types an app typically stores,
 /// plus the sidecar's own `__created` metadata field (skipped by the encoder).
@@ -67,10 +68,7 @@ fn encode(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(50)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = support::micro();
     targets = encode
 }
 criterion_main!(benches);

@@ -5,10 +5,11 @@
 //! Run: `cargo bench --bench id`.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use session_sidecar::cookie::SessionId;
+
+mod support;
 
 fn id(c: &mut Criterion) {
     let mut group = c.benchmark_group("id");
@@ -23,10 +24,7 @@ fn id(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(50)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = support::micro();
     targets = id
 }
 criterion_main!(benches);

@@ -6,10 +6,11 @@
 //! Run: `cargo bench --bench session_set`.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use session_sidecar::protocol::{parse_sets, Change};
+
+mod support;
 
 const TYPICAL: &[u8] =
     br#"{"user":"alice","roles":["admin","dev"],"cart":{"items":3,"total":42.5},"visits":17,"flash":null}"#;
@@ -57,10 +58,7 @@ fn session_set(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(50)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = support::micro();
     targets = session_set
 }
 criterion_main!(benches);

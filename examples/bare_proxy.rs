@@ -13,10 +13,11 @@ use mimalloc::MiMalloc;
 use pingora::apps::HttpServerOptions;
 use pingora::http::RequestHeader;
 use pingora::proxy::{ProxyHttp, Session};
-use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::Result;
+
+#[path = "support/floor.rs"]
+mod floor;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -49,35 +50,13 @@ impl ProxyHttp for Bare {
     }
 }
 
-fn arg_or_env(n: usize, env: &str) -> Option<String> {
-    std::env::args().nth(n).or_else(|| std::env::var(env).ok())
-}
-
 fn main() {
-    let listen = arg_or_env(1, "LEAN_LISTEN").expect("LISTEN (arg 1 or LEAN_LISTEN)");
-    let upstream = arg_or_env(2, "LEAN_UPSTREAM").expect("UPSTREAM (arg 2 or LEAN_UPSTREAM)");
-    let threads = arg_or_env(3, "LEAN_THREADS").map_or(1, |t| t.parse().unwrap());
-
-    let tmp = std::env::temp_dir();
-    let id = std::process::id();
-    let conf = ServerConf {
+    let floor::Args {
+        listen,
+        upstream,
         threads,
-        work_stealing: false,
-        // SIGTERM stops it at once (benchmark scripts stop it that way).
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        upgrade_sock: tmp
-            .join(format!("bare-proxy-{id}.sock"))
-            .to_string_lossy()
-            .into_owned(),
-        pid_file: tmp
-            .join(format!("bare-proxy-{id}.pid"))
-            .to_string_lossy()
-            .into_owned(),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
-    server.bootstrap();
+    } = floor::Args::read();
+    let mut server = floor::server("bare-proxy", threads);
 
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, Bare { upstream });
     service.add_tcp(&listen);

@@ -30,10 +30,12 @@ use mimalloc::MiMalloc;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::connectors::http::v1::Connector;
 use pingora::protocols::http::ServerSession;
-use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{Server, ShutdownWatch};
+use pingora::server::ShutdownWatch;
 use pingora::services::listening::Service;
 use pingora::upstreams::peer::HttpPeer;
+
+#[path = "support/floor.rs"]
+mod floor;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -93,35 +95,13 @@ impl HttpServerApp for LeanFloor {
     }
 }
 
-fn arg_or_env(n: usize, env: &str) -> Option<String> {
-    std::env::args().nth(n).or_else(|| std::env::var(env).ok())
-}
-
 fn main() {
-    let listen = arg_or_env(1, "LEAN_LISTEN").expect("LISTEN (arg 1 or LEAN_LISTEN)");
-    let upstream = arg_or_env(2, "LEAN_UPSTREAM").expect("UPSTREAM (arg 2 or LEAN_UPSTREAM)");
-    let threads = arg_or_env(3, "LEAN_THREADS").map_or(1, |t| t.parse().unwrap());
-
-    let tmp = std::env::temp_dir();
-    let id = std::process::id();
-    let conf = ServerConf {
+    let floor::Args {
+        listen,
+        upstream,
         threads,
-        work_stealing: false,
-        // SIGTERM stops it at once (benchmark scripts stop it that way).
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        upgrade_sock: tmp
-            .join(format!("lean-floor-{id}.sock"))
-            .to_string_lossy()
-            .into_owned(),
-        pid_file: tmp
-            .join(format!("lean-floor-{id}.pid"))
-            .to_string_lossy()
-            .into_owned(),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
-    server.bootstrap();
+    } = floor::Args::read();
+    let mut server = floor::server("lean-floor", threads);
 
     let app = LeanFloor {
         connector: Connector::new(None),
