@@ -48,7 +48,6 @@ store_ops! {
     Ping => "ping",
     IndexAdd => "index_add",
     IndexRemove => "index_remove",
-    IndexTouch => "index_touch",
     UserSessions => "user_sessions",
     DestroyMany => "destroy_many",
 }
@@ -321,7 +320,6 @@ mod tests {
                 "ping",
                 "index_add",
                 "index_remove",
-                "index_touch",
                 "user_sessions",
                 "destroy_many",
             ],

@@ -365,7 +365,12 @@ impl Engine {
                             .regenerate(&live.key, new_key, change, now, ttl)
                             .await
                     }
-                    None => self.store.update(&live.key, change, now, ttl).await,
+                    // The user's index expires no earlier than this session (an index added
+                    // to above already got this TTL).
+                    None => {
+                        let slide = if index.is_none() { after } else { None };
+                        self.store.update(&live.key, change, now, ttl, slide).await
+                    }
                 };
                 match result {
                     Ok(true) => {
@@ -376,11 +381,6 @@ impl Engine {
                         };
                         if let Some(user) = stale {
                             let _ = self.store.index_remove(user, &live.key).await;
-                        }
-                        // The user's index expires no earlier than this session (an index
-                        // added to above already got this TTL).
-                        if let (None, Some(user)) = (index, after) {
-                            let _ = self.store.index_touch(user, ttl).await;
                         }
                         match target {
                             Some((id, _)) => {

@@ -146,6 +146,26 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn index_touch(&self, _index_key: &str, _ttl: Duration) -> Result<(), StoreError> {
         Ok(())
     }
+    /// [`SessionStore::update`], then, when the session was found, [`SessionStore::index_touch`]
+    /// of its user's index `index_key`: a session's refresh slides its index. Stores that can do
+    /// both in one round trip override it (Redis on one node: one script). A failed index
+    /// refresh after a successful update is logged, not returned: the change is saved.
+    async fn update_sliding_index(
+        &self,
+        key: &str,
+        change: &Change,
+        now_ms: u64,
+        ttl: Duration,
+        index_key: &str,
+    ) -> Result<bool, StoreError> {
+        let found = self.update(key, change, now_ms, ttl).await?;
+        if found {
+            if let Err(e) = self.index_touch(index_key, ttl).await {
+                tracing::warn!(error = %e, "user index expiry not refreshed");
+            }
+        }
+        Ok(found)
+    }
     /// Removes sessions `keys` from the user index `index_key`, in one operation.
     async fn index_remove(&self, index_key: &str, keys: &[String]) -> Result<(), StoreError>;
     /// The live sessions of the user index `index_key` whose `user_field` still holds
@@ -282,15 +302,28 @@ impl Store {
             .await
     }
 
+    /// Applies `change` to an existing session; with `user`, the user's index expiry slides
+    /// with the session's (in the same round trip where the store can).
     pub async fn update(
         &self,
         key: &str,
         change: &Change,
         now_ms: u64,
         ttl: Duration,
+        user: Option<&str>,
     ) -> Result<bool, StoreError> {
-        self.run(StoreOp::Update, self.inner.update(key, change, now_ms, ttl))
-            .await
+        let work = async {
+            match user {
+                None => self.inner.update(key, change, now_ms, ttl).await,
+                Some(user) => {
+                    let index = self.index_key_for(user);
+                    self.inner
+                        .update_sliding_index(key, change, now_ms, ttl, &index)
+                        .await
+                }
+            }
+        };
+        self.run(StoreOp::Update, work).await
     }
 
     pub async fn regenerate(
@@ -342,13 +375,6 @@ impl Store {
                 .index_add(&index, key, deadline_ms, now_ms(), ttl),
         )
         .await
-    }
-
-    /// Slides the expiry of `user`'s index with a session whose TTL was just refreshed.
-    pub async fn index_touch(&self, user: &str, ttl: Duration) -> Result<(), StoreError> {
-        let index = self.index_key_for(user);
-        self.run(StoreOp::IndexTouch, self.inner.index_touch(&index, ttl))
-            .await
     }
 
     pub async fn index_remove(&self, user: &str, key: &str) -> Result<(), StoreError> {

@@ -337,4 +337,26 @@ pub async fn run_index_suite(store: Arc<dyn SessionStore>, prefix: &str) {
         .index_touch(&format!("{prefix}user:nobody"), ttl)
         .await
         .unwrap();
+    // An update that slides its user's index: true for a live session, false (nothing
+    // written) for a gone one.
+    assert!(store
+        .update_sliding_index(&key("u2"), &Change::default(), now_ms(), ttl, &index)
+        .await
+        .unwrap());
+    let ghost_index = format!("{prefix}user:ghost");
+    assert!(!store
+        .update_sliding_index(
+            &key("ghost"),
+            &Change::default(),
+            now_ms(),
+            ttl,
+            &ghost_index
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .user_sessions(&ghost_index, "user_id", "\"ann\"", now_ms())
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -69,8 +69,10 @@ return 1
 "#;
 
 /// Updates an existing session: the hot write, one per response that changes a session or
-/// refreshes its expiry. KEYS[1] = key. ARGV: ttl_ms, now_ms, number of sets, then name/value
-/// pairs, then names to delete. Returns 1, or 0 when the session is gone (nothing written).
+/// refreshes its expiry. KEYS[1] = key; KEYS[2], optional, = its user index, whose TTL is
+/// raised to the session's (never lowered; a missing index is not created). ARGV: ttl_ms,
+/// now_ms, number of sets, then name/value pairs, then names to delete. Returns 1, or 0 when
+/// the session is gone (nothing written, the index untouched).
 ///
 /// `PEXPIRE` answers 0 for a missing key, so it is the existence check and the expiry refresh
 /// in one call, before anything is written: an ended session is never recreated. Two to three
@@ -91,6 +93,10 @@ else
 end
 for i = last + 1, #ARGV, 2000 do
   redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 1999, #ARGV)))
+end
+if KEYS[2] then
+  local left = redis.call('PTTL', KEYS[2])
+  if left ~= -2 and left < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
 end
 return 1
 "#;
@@ -184,6 +190,38 @@ impl<C: Connector> RedisStore<C> {
 
     async fn load_raw(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(lossy(self.load_bytes(key).await?))
+    }
+
+    /// The update script: KEYS[1] = the session, KEYS[2] = its user index to slide, if any.
+    async fn run_update(
+        &self,
+        key: &str,
+        index_key: Option<&str>,
+        change: &Change,
+        now_ms: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.connector.connection()?;
+        let mut invocation = self.update.prepare_invoke();
+        invocation.key(key);
+        if let Some(index) = index_key {
+            invocation.key(index);
+        }
+        invocation
+            .arg(ttl_ms(ttl))
+            .arg(now_ms)
+            .arg(change.set.len());
+        for (k, v) in &change.set {
+            invocation.arg(k).arg(v);
+        }
+        for k in &change.delete {
+            invocation.arg(k);
+        }
+        let done: i64 = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        Ok(done == 1)
     }
 
     /// Best-effort removal of a regenerate's copy that will never be handed out.
@@ -328,24 +366,30 @@ impl<C: Connector> SessionStore for RedisStore<C> {
         now_ms: u64,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.connector.connection()?;
-        let mut invocation = self.update.prepare_invoke();
-        invocation
-            .key(key)
-            .arg(ttl_ms(ttl))
-            .arg(now_ms)
-            .arg(change.set.len());
-        for (k, v) in &change.set {
-            invocation.arg(k).arg(v);
+        self.run_update(key, None, change, now_ms, ttl).await
+    }
+
+    async fn update_sliding_index(
+        &self,
+        key: &str,
+        change: &Change,
+        now_ms: u64,
+        ttl: Duration,
+        index_key: &str,
+    ) -> Result<bool, StoreError> {
+        if !self.connector.cross_slot() {
+            return self
+                .run_update(key, Some(index_key), change, now_ms, ttl)
+                .await;
         }
-        for k in &change.delete {
-            invocation.arg(k);
+        // Redis Cluster: the index lives in another slot, so it is refreshed by its own script.
+        let found = self.run_update(key, None, change, now_ms, ttl).await?;
+        if found {
+            if let Err(e) = self.index_touch(index_key, ttl).await {
+                tracing::warn!(error = %e, "user index expiry not refreshed");
+            }
         }
-        let done: i64 = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(store_error)?;
-        Ok(done == 1)
+        Ok(found)
     }
 
     async fn regenerate(
