@@ -215,11 +215,12 @@ impl ProxyHttp for SessionProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let touch_due = ctx.loaded.live().is_some_and(|l| l.touch_due);
-        let set_cookie = if headers::has_instructions(resp) || touch_due {
-            let instructions = if touch_due && !headers::has_instructions(resp) {
-                Instructions::none()
-            } else {
+        let has_instructions = headers::has_instructions(resp);
+        let set_cookie = if has_instructions || touch_due {
+            let instructions = if has_instructions {
                 headers::instructions(resp)
+            } else {
+                Instructions::none()
             };
             let loaded = std::mem::replace(&mut ctx.loaded, Loaded::Anonymous);
             let finish = self.engine.finish(loaded, &instructions, now_ms()).await;
