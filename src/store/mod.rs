@@ -66,6 +66,25 @@ impl SessionRecord {
     }
 }
 
+/// [`SessionStore::update_sliding_index`] in two steps: the update, then (when the session
+/// was found) the index refresh, whose failure is logged, not returned: the change is saved.
+pub async fn update_then_touch_index<S: SessionStore + ?Sized>(
+    store: &S,
+    key: &str,
+    change: &Change,
+    now_ms: u64,
+    ttl: Duration,
+    index_key: &str,
+) -> Result<bool, StoreError> {
+    let found = store.update(key, change, now_ms, ttl).await?;
+    if found {
+        if let Err(e) = store.index_touch(index_key, ttl).await {
+            tracing::warn!(error = %e, "user index expiry not refreshed");
+        }
+    }
+    Ok(found)
+}
+
 /// Corrupt session metadata is logged at warn level once per process, then at debug level:
 /// a client replaying such a cookie must not flood the log.
 pub fn note_corrupt_metadata() {
@@ -158,13 +177,7 @@ pub trait SessionStore: Send + Sync + 'static {
         ttl: Duration,
         index_key: &str,
     ) -> Result<bool, StoreError> {
-        let found = self.update(key, change, now_ms, ttl).await?;
-        if found {
-            if let Err(e) = self.index_touch(index_key, ttl).await {
-                tracing::warn!(error = %e, "user index expiry not refreshed");
-            }
-        }
-        Ok(found)
+        update_then_touch_index(self, key, change, now_ms, ttl, index_key).await
     }
     /// Removes sessions `keys` from the user index `index_key`, in one operation.
     async fn index_remove(&self, index_key: &str, keys: &[String]) -> Result<(), StoreError>;

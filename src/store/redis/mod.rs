@@ -383,13 +383,7 @@ impl<C: Connector> SessionStore for RedisStore<C> {
                 .await;
         }
         // Redis Cluster: the index lives in another slot, so it is refreshed by its own script.
-        let found = self.run_update(key, None, change, now_ms, ttl).await?;
-        if found {
-            if let Err(e) = self.index_touch(index_key, ttl).await {
-                tracing::warn!(error = %e, "user index expiry not refreshed");
-            }
-        }
-        Ok(found)
+        super::update_then_touch_index(self, key, change, now_ms, ttl, index_key).await
     }
 
     async fn regenerate(
