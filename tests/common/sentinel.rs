@@ -89,8 +89,55 @@ impl SentinelSet {
                         && m.get("num-other-sentinels") == Some(&others)
                 })
         });
-        assert!(ready, "sentinels did not settle");
+        assert!(ready, "sentinels did not settle\n{}", set.describe());
         set
+    }
+
+    /// What every node says of itself and what every sentinel thinks of the set, with the tail
+    /// of each node's log: printed when a wait on the set gives up, so a failure on a slow
+    /// machine (a sentinel in TILT mode, a replica that never synced) can be read afterwards.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let tail = |node: &Node| {
+            let log = node.log();
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(25)..].join("\n    ")
+        };
+        for (name, node) in [("master", &self.master), ("replica", &self.replica)] {
+            let repl = node.info("replication");
+            out.push_str(&format!(
+                "{name} (port {}, running {}): role {:?}, master_port {:?}, master_link_status {:?}, \
+                 connected_slaves {:?}\n  log:\n    {}\n",
+                node.port,
+                node.is_running(),
+                repl.get("role"),
+                repl.get("master_port"),
+                repl.get("master_link_status"),
+                repl.get("connected_slaves"),
+                tail(node),
+            ));
+        }
+        for (i, s) in self.sentinels.iter().enumerate() {
+            let m = s.sentinel_master();
+            let info = s.info("sentinel");
+            let replicas = s
+                .cli(&["SENTINEL", "REPLICAS", MASTER_NAME])
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            out.push_str(&format!(
+                "sentinel {i} (port {}): tilt {:?}, master port {:?} flags {:?} num-slaves {:?}; \
+                 replicas: {replicas}\n  log:\n    {}\n",
+                s.port,
+                info.get("sentinel_tilt"),
+                m.get("port"),
+                m.get("flags"),
+                m.get("num-slaves"),
+                tail(s),
+            ));
+        }
+        out
     }
 
     pub fn store_yaml(&self) -> String {
@@ -133,5 +180,27 @@ impl Node {
             .filter(|c| c.len() == 2)
             .map(|c| (c[0].to_string(), c[1].to_string()))
             .collect()
+    }
+
+    /// This sentinel's view of the replica on `127.0.0.1:port` (`SENTINEL REPLICAS mymaster`,
+    /// one map per replica), if it lists one there.
+    pub fn sentinel_replica(&self, port: u16) -> Option<HashMap<String, String>> {
+        let out = self.cli(&["SENTINEL", "REPLICAS", MASTER_NAME])?;
+        let lines: Vec<&str> = out.lines().collect();
+        let name = format!("127.0.0.1:{port}");
+        // redis-cli prints the maps one after another, a field per line: split at "name".
+        let starts: Vec<usize> = (0..lines.len())
+            .step_by(2)
+            .filter(|&i| lines[i] == "name")
+            .collect();
+        starts.iter().enumerate().find_map(|(k, &from)| {
+            let to = starts.get(k + 1).copied().unwrap_or(lines.len());
+            let map: HashMap<String, String> = lines[from..to]
+                .chunks(2)
+                .filter(|c| c.len() == 2)
+                .map(|c| (c[0].to_string(), c[1].to_string()))
+                .collect();
+            (map.get("name") == Some(&name)).then_some(map)
+        })
     }
 }
