@@ -2,7 +2,8 @@
 //!
 //! Guards: idle expiry and its sliding refresh; the absolute limit; the Redis TTL never past
 //! the absolute limit; 40 concurrent writers of different fields losing nothing (Redis and
-//! memory); memory-store persistence across a SIGTERM restart; a corrupt persist file set
+//! memory); memory-store persistence across a SIGTERM restart, user index included (a logout
+//! everywhere after the restart ends the sessions from before it); a corrupt persist file set
 //! aside with a log line; SIGTERM stops an idle sidecar within seconds and lets in-flight
 //! requests finish.
 
@@ -174,6 +175,44 @@ async fn memory_store_survives_a_restart_and_sets_a_corrupt_file_aside() {
     assert!(aside, "the corrupt file is kept for inspection");
     client.set(r#"{"again":true}"#).await;
     assert_eq!(client.session().await, json!({"again": true}));
+}
+
+#[tokio::test]
+async fn a_logout_everywhere_after_a_memory_store_restart_ends_the_sessions_from_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::start().await;
+    let mut settings = Settings::with_store(StoreKind::Memory {
+        persist_path: Some(dir.path().join("sessions.json")),
+        max_sessions: 100,
+    });
+    settings.session_extra = "  user_field: user_id\n".into();
+    let mut sidecar = Sidecar::start(&settings, &backend.addr());
+    let mut phone = Client::new(&sidecar);
+    let mut laptop = Client::new(&sidecar);
+    let mut other = Client::new(&sidecar);
+    for (c, user) in [
+        (&mut phone, "dora"),
+        (&mut laptop, "dora"),
+        (&mut other, "eli"),
+    ] {
+        assert_eq!(
+            c.set(&json!({ "user_id": user }).to_string()).await.status,
+            200
+        );
+    }
+    sidecar.terminate(Duration::from_secs(10));
+    sidecar.restart();
+    let (mut phone, mut laptop, mut other) =
+        (phone.reconnect(), laptop.reconnect(), other.reconnect());
+    assert_eq!(laptop.session().await["user_id"], "dora");
+    assert_eq!(phone.action("destroy-all").await.status, 200);
+    assert_eq!(
+        laptop.session().await,
+        json!({}),
+        "the laptop is logged out"
+    );
+    assert_eq!(phone.session().await, json!({}));
+    assert_eq!(other.session().await["user_id"], "eli", "other users stay");
 }
 
 #[tokio::test]

@@ -4,7 +4,9 @@
 //! (metadata only) and deletes with the bearer token, refuses a missing or wrong token with
 //! 401, refuses a user-less DELETE with 400 and is 404 without a token configured; index
 //! entries go when sessions expire and the index expires itself; changing or deleting the
-//! user field moves the session between indexes; 1000 sessions go in one call.
+//! user field moves the session between indexes; 1000 sessions go in one call; a listing
+//! that runs while a login is between its index entry and its write does not drop that
+//! entry, so a later logout still ends the session.
 
 mod common;
 
@@ -278,8 +280,56 @@ async fn index_entries_go_when_sessions_expire_and_the_index_expires_itself() {
     assert_eq!(
         redis.cli(&["ZCARD", &index]).unwrap().trim(),
         "0",
-        "pruned when found dead"
+        "gone with the index's own TTL"
     );
+}
+
+/// The engine indexes a session first and writes it next. Here the interleaving is laid out
+/// step by step with redis-cli: the index entry of a login in flight, then an admin listing,
+/// then the login's write, then a logout. Before, the listing dropped the entry (its session
+/// did not name the user yet) and the session escaped that logout and every later one.
+#[tokio::test]
+async fn a_listing_between_a_logins_index_entry_and_its_write_does_not_hide_the_session() {
+    use sha2::Digest;
+    let redis = Redis::start();
+    let backend = Backend::start().await;
+    let sidecar = Sidecar::start(&settings(&redis), &backend.addr());
+    let mut c = Client::new(&sidecar);
+    assert_eq!(c.set(r#"{"theme":"dark"}"#).await.status, 200);
+    let key = session_key(c.cookie.as_deref().unwrap());
+    let user = json!("mallory").to_string();
+    let index = format!(
+        "session:user:{}",
+        hex::encode(sha2::Sha256::digest(user.as_bytes()))
+    );
+    let deadline = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 3_600_000)
+        .to_string();
+
+    // 1. The login's index entry (what `index_add` writes).
+    assert!(redis.cli(&["ZADD", &index, &deadline, &key]).is_some());
+    assert!(redis.cli(&["PEXPIRE", &index, "60000"]).is_some());
+    // 2. An admin listing: the session does not name the user yet, so it is not listed.
+    let (status, body) = admin(&sidecar, reqwest::Method::GET, "?user=mallory", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["count"], 0, "{body}");
+    // 3. The login's write lands.
+    assert!(redis.cli(&["HSET", &key, "user_id", &user]).is_some());
+    assert_eq!(c.session().await["user_id"], "mallory");
+    // 4. Log mallory out everywhere: the session is found and ended.
+    let (status, body) = admin(
+        &sidecar,
+        reqwest::Method::DELETE,
+        "?user=mallory",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["destroyed"], 1, "{body}");
+    assert_eq!(c.session().await, json!({}), "logged out");
 }
 
 #[tokio::test]

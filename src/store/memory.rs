@@ -1,11 +1,14 @@
 //! The embedded memory store: sessions in a map under one mutex, with an expiry index that
-//! serves both lazy expiry and the exact `max_sessions` bound (the session closest to expiry
-//! is evicted first). With `persist_path`, the sessions are written atomically (temp file +
-//! rename) at shutdown and read back at start; a corrupt file is set aside, never fatal.
+//! serves expiry and the exact `max_sessions` bound (the session closest to expiry is evicted
+//! first). Expired sessions are dropped when they are next touched and by a sweeper thread
+//! once a second, and a session leaves the user index when it goes, so nothing of an ended
+//! session stays in memory. With `persist_path`, the sessions and their user index are
+//! written atomically (temp file + rename) at shutdown and read back at start; a corrupt file
+//! is set aside, never fatal.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,6 +16,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{now_ms, SessionRecord, SessionStore, StoreError};
 use crate::session::Change;
+
+/// How often the sweeper drops expired sessions, and how many at most per round (the lock is
+/// held for one round).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+const SWEEP_MAX: usize = 10_000;
+/// An index entry whose session does not exist is kept this long: the engine indexes a
+/// session just before it writes it, and an entry whose write never came (the request was
+/// dropped in between) goes after this.
+const UNWRITTEN_GRACE_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
@@ -22,46 +34,135 @@ struct Entry {
     expires_ms: u64,
 }
 
+/// A session's entry in a user index.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    deadline_ms: u64,
+    added_ms: u64,
+}
+
 #[derive(Default)]
 struct Sessions {
     map: HashMap<String, Entry>,
     /// (expires_ms, key) for every entry in `map`.
     by_expiry: BTreeSet<(u64, String)>,
-    /// User index: index key -> (session key -> absolute deadline).
-    users: HashMap<String, HashMap<String, u64>>,
+    /// User index: index key -> (session key -> entry).
+    users: HashMap<String, HashMap<String, Member>>,
+    /// The reverse of `users`: session key -> the indexes it is in, so a session that goes
+    /// takes its index entries with it.
+    memberships: HashMap<String, Vec<String>>,
     /// Entries in `users`, all indexes together.
     user_entries: usize,
 }
 
 impl Sessions {
-    /// Drops index entries past their deadline or whose session is gone, in one index or,
-    /// when `index` is `None`, in all of them.
-    fn prune_index(&mut self, index: Option<&str>, now: u64) {
-        let map = &self.map;
-        let mut removed = 0;
-        let mut prune = |members: &mut HashMap<String, u64>| {
-            let before = members.len();
-            members.retain(|k, deadline| {
-                *deadline > now && map.get(k).is_some_and(|e| e.expires_ms > now)
-            });
-            removed += before - members.len();
-        };
-        match index {
-            Some(i) => {
-                if let Some(members) = self.users.get_mut(i) {
-                    prune(members);
-                }
-            }
-            None => self.users.values_mut().for_each(prune),
+    fn add_member(&mut self, index: &str, key: &str, member: Member) {
+        let members = self.users.entry(index.to_string()).or_default();
+        if members.insert(key.to_string(), member).is_none() {
+            self.user_entries += 1;
+            self.memberships
+                .entry(key.to_string())
+                .or_default()
+                .push(index.to_string());
         }
-        self.users.retain(|_, m| !m.is_empty());
-        self.user_entries -= removed;
     }
 
+    fn remove_member(&mut self, index: &str, key: &str) {
+        let Some(members) = self.users.get_mut(index) else {
+            return;
+        };
+        if members.remove(key).is_none() {
+            return;
+        }
+        self.user_entries -= 1;
+        if members.is_empty() {
+            self.users.remove(index);
+        }
+        if let Some(indexes) = self.memberships.get_mut(key) {
+            indexes.retain(|i| i != index);
+            if indexes.is_empty() {
+                self.memberships.remove(key);
+            }
+        }
+    }
+
+    /// Takes session `key` out of every index it is in.
+    fn unindex(&mut self, key: &str) {
+        for index in self.memberships.remove(key).unwrap_or_default() {
+            if let Some(members) = self.users.get_mut(&index) {
+                if members.remove(key).is_some() {
+                    self.user_entries -= 1;
+                }
+                if members.is_empty() {
+                    self.users.remove(&index);
+                }
+            }
+        }
+    }
+
+    /// Drops index entries past their deadline, and entries whose session was never written
+    /// within [`UNWRITTEN_GRACE_MS`], in one index or, when `index` is `None`, in all of them.
+    fn prune_index(&mut self, index: Option<&str>, now: u64) {
+        let map = &self.map;
+        let dead = |(key, m): (&String, &Member)| {
+            (m.deadline_ms <= now
+                || (!map.contains_key(key) && m.added_ms.saturating_add(UNWRITTEN_GRACE_MS) <= now))
+                .then(|| key.clone())
+        };
+        let doomed: Vec<(String, String)> = match index {
+            Some(i) => self
+                .users
+                .get(i)
+                .map(|members| {
+                    members
+                        .iter()
+                        .filter_map(dead)
+                        .map(|k| (i.to_string(), k))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => self
+                .users
+                .iter()
+                .flat_map(|(i, members)| {
+                    members.iter().filter_map(dead).map(move |k| (i.clone(), k))
+                })
+                .collect(),
+        };
+        for (index, key) in doomed {
+            self.remove_member(&index, &key);
+        }
+    }
+
+    /// Removes a session and its index entries.
     fn remove(&mut self, key: &str) -> Option<Entry> {
         let entry = self.map.remove(key)?;
         self.by_expiry.remove(&(entry.expires_ms, key.to_string()));
+        self.unindex(key);
         Some(entry)
+    }
+
+    /// Removes the session closest to expiry, if any.
+    fn pop_first(&mut self) -> Option<u64> {
+        let (expires, key) = self.by_expiry.pop_first()?;
+        self.map.remove(&key);
+        self.unindex(&key);
+        Some(expires)
+    }
+
+    /// Drops up to `max` sessions that have expired by `now`; how many it dropped.
+    fn expire(&mut self, now: u64, max: usize) -> usize {
+        let mut dropped = 0;
+        while dropped < max {
+            match self.by_expiry.first() {
+                Some((expires, _)) if *expires <= now => {
+                    self.pop_first();
+                    dropped += 1;
+                }
+                _ => break,
+            }
+        }
+        dropped
     }
 
     /// The live entry for `key`, dropping it when it has expired.
@@ -82,27 +183,36 @@ impl Sessions {
         }
     }
 
-    /// Inserts, first dropping expired entries and then, while full, the entry closest to
-    /// expiry.
+    /// Inserts a session under a key that holds none, first dropping expired entries and
+    /// then, while full, the entry closest to expiry. Index entries already made for `key`
+    /// (a create indexed before it is written) stay.
     fn insert(&mut self, key: String, entry: Entry, max: usize, now: u64) {
-        self.remove(&key);
-        while let Some((expires, _)) = self.by_expiry.first() {
-            if *expires > now {
-                break;
-            }
-            let (_, k) = self.by_expiry.pop_first().expect("checked non-empty");
-            self.map.remove(&k);
+        if let Some(old) = self.map.remove(&key) {
+            self.by_expiry.remove(&(old.expires_ms, key.clone()));
         }
-        while self.map.len() >= max {
-            match self.by_expiry.pop_first() {
-                Some((_, k)) => {
-                    self.map.remove(&k);
-                }
-                None => break,
-            }
-        }
+        self.expire(now, usize::MAX);
+        while self.map.len() >= max && self.pop_first().is_some() {}
         self.by_expiry.insert((entry.expires_ms, key.clone()));
         self.map.insert(key, entry);
+    }
+}
+
+/// Drops expired sessions once every [`SWEEP_EVERY`] until the store is gone.
+fn spawn_sweeper(sessions: Weak<Mutex<Sessions>>) {
+    let spawned = std::thread::Builder::new()
+        .name("memory-store-sweep".into())
+        .spawn(move || loop {
+            std::thread::sleep(SWEEP_EVERY);
+            let Some(sessions) = sessions.upgrade() else {
+                return;
+            };
+            let mut sessions = sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let now = now_ms();
+            sessions.expire(now, SWEEP_MAX);
+        });
+    if let Err(e) = spawned {
+        // Expired sessions are still dropped when touched and when the store fills up.
+        tracing::warn!(error = %e, "could not start the memory store's sweeper thread");
     }
 }
 
@@ -118,7 +228,7 @@ fn apply(entry: &mut Entry, change: &Change) {
 
 /// The embedded store.
 pub struct MemoryStore {
-    sessions: Mutex<Sessions>,
+    sessions: Arc<Mutex<Sessions>>,
     max_sessions: usize,
     persist_path: Option<PathBuf>,
 }
@@ -127,6 +237,10 @@ pub struct MemoryStore {
 struct Snapshot {
     version: u32,
     sessions: Vec<(String, Entry)>,
+    /// The user index: index key -> [(session key, deadline_ms)]. Absent in files written
+    /// before it was saved.
+    #[serde(default)]
+    users: Vec<(String, Vec<(String, u64)>)>,
 }
 
 const SNAPSHOT_VERSION: u32 = 1;
@@ -135,13 +249,14 @@ impl MemoryStore {
     /// A store bounded to `max_sessions`, loaded from `persist_path` when that file exists.
     pub fn open(max_sessions: usize, persist_path: Option<PathBuf>) -> MemoryStore {
         let store = MemoryStore {
-            sessions: Mutex::new(Sessions::default()),
+            sessions: Arc::new(Mutex::new(Sessions::default())),
             max_sessions: max_sessions.max(1),
             persist_path,
         };
         if let Some(path) = &store.persist_path {
             store.restore(path);
         }
+        spawn_sweeper(Arc::downgrade(&store.sessions));
         store
     }
 
@@ -153,7 +268,7 @@ impl MemoryStore {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Number of live and not yet swept sessions.
+    /// Number of sessions held (live, or expired and not yet swept).
     pub fn len(&self) -> usize {
         self.lock().map.len()
     }
@@ -189,6 +304,17 @@ impl MemoryStore {
             if entry.expires_ms > now {
                 sessions.insert(key, entry, self.max_sessions, now);
                 restored += 1;
+            }
+        }
+        for (index, members) in snapshot.users {
+            for (key, deadline_ms) in members {
+                if deadline_ms > now && sessions.map.contains_key(&key) {
+                    let member = Member {
+                        deadline_ms,
+                        added_ms: now,
+                    };
+                    sessions.add_member(&index, &key, member);
+                }
             }
         }
         tracing::info!(path = %path.display(), sessions = restored, "memory store restored");
@@ -229,6 +355,17 @@ impl MemoryStore {
                     .iter()
                     .filter(|(_, e)| e.expires_ms > now)
                     .map(|(k, e)| (k.clone(), e.clone()))
+                    .collect(),
+                users: sessions
+                    .users
+                    .iter()
+                    .map(|(index, members)| {
+                        let members = members
+                            .iter()
+                            .map(|(k, m)| (k.clone(), m.deadline_ms))
+                            .collect();
+                        (index.clone(), members)
+                    })
                     .collect(),
             }
         };
@@ -345,28 +482,18 @@ impl SessionStore for MemoryStore {
         if sessions.user_entries >= self.max_sessions.saturating_mul(2) {
             sessions.prune_index(None, now_ms);
         }
-        let added = sessions
-            .users
-            .entry(index_key.to_string())
-            .or_default()
-            .insert(key.to_string(), deadline_ms)
-            .is_none();
-        if added {
-            sessions.user_entries += 1;
-        }
+        let member = Member {
+            deadline_ms,
+            added_ms: now_ms,
+        };
+        sessions.add_member(index_key, key, member);
         Ok(())
     }
 
     async fn index_remove(&self, index_key: &str, keys: &[String]) -> Result<(), StoreError> {
         let mut sessions = self.lock();
-        let Some(members) = sessions.users.get_mut(index_key) else {
-            return Ok(());
-        };
-        let removed = keys.iter().filter(|k| members.remove(*k).is_some()).count();
-        let empty = members.is_empty();
-        sessions.user_entries -= removed;
-        if empty {
-            sessions.users.remove(index_key);
+        for key in keys {
+            sessions.remove_member(index_key, key);
         }
         Ok(())
     }
@@ -385,27 +512,26 @@ impl SessionStore for MemoryStore {
             .get(index_key)
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
-        let mut found = Vec::new();
-        for key in members {
-            let entry = &sessions.map[&key];
-            if entry
-                .fields
-                .iter()
-                .any(|(k, v)| k == user_field && v == user)
-            {
-                found.push((
-                    key,
-                    Some(SessionRecord {
+        // An entry whose session is missing or names someone else is skipped but kept: it
+        // may be a write in flight (see `SessionStore::user_sessions`).
+        let found = members
+            .into_iter()
+            .filter_map(|key| {
+                let entry = sessions.live(&key, now_ms)?;
+                let holds = entry
+                    .fields
+                    .iter()
+                    .any(|(k, v)| k == user_field && v == user);
+                holds.then(|| {
+                    let record = SessionRecord {
                         fields: entry.fields.clone(),
                         created_ms: entry.created_ms,
                         touched_ms: entry.touched_ms,
-                    }),
-                ));
-            } else if let Some(m) = sessions.users.get_mut(index_key) {
-                m.remove(&key);
-                sessions.user_entries -= 1;
-            }
-        }
+                    };
+                    (key, Some(record))
+                })
+            })
+            .collect();
         Ok(found)
     }
 
@@ -474,5 +600,152 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
             .collect();
         assert_eq!(aside.len(), 1);
+    }
+
+    fn user(name: &str) -> Vec<(String, String)> {
+        vec![("uid".to_string(), format!("\"{name}\""))]
+    }
+
+    /// (index entries, indexes, sessions with a membership) as held in memory.
+    fn index_size(store: &MemoryStore) -> (usize, usize, usize) {
+        let s = store.lock();
+        (s.user_entries, s.users.len(), s.memberships.len())
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_are_swept_without_being_touched_and_take_their_index_entries() {
+        let store = MemoryStore::open(100, None);
+        let now = now_ms();
+        let ttl = Duration::from_millis(100);
+        for k in ["a", "b"] {
+            store.create(k, &user("ann"), now, ttl).await.unwrap();
+            store
+                .index_add("idx", k, now + 60_000, now, ttl)
+                .await
+                .unwrap();
+        }
+        store
+            .create("long", &user("ann"), now, Duration::from_secs(60))
+            .await
+            .unwrap();
+        store
+            .index_add("idx", "long", now + 60_000, now, ttl)
+            .await
+            .unwrap();
+        assert_eq!(index_size(&store), (3, 1, 3));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while store.len() > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(store.len(), 1, "the sweeper dropped the expired sessions");
+        assert_eq!(index_size(&store), (1, 1, 1), "and their index entries");
+        assert!(store.destroy("long").await.unwrap());
+        assert_eq!(
+            index_size(&store),
+            (0, 0, 0),
+            "a destroyed session leaves the index"
+        );
+    }
+
+    #[tokio::test]
+    async fn evicted_and_regenerated_sessions_leave_the_index() {
+        let store = MemoryStore::open(1, None);
+        let now = now_ms();
+        let ttl = Duration::from_secs(60);
+        store.create("a", &user("ann"), now, ttl).await.unwrap();
+        store
+            .index_add("idx", "a", now + 60_000, now, ttl)
+            .await
+            .unwrap();
+        // The engine indexes the new key first, then regenerates.
+        store
+            .index_add("idx", "b", now + 60_000, now, ttl)
+            .await
+            .unwrap();
+        let change = Change::default();
+        assert!(store.regenerate("a", "b", &change, now, ttl).await.unwrap());
+        assert_eq!(index_size(&store), (1, 1, 1), "only the new key is indexed");
+        let found = store
+            .user_sessions("idx", "uid", "\"ann\"", now)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "b");
+        // Full at one session: creating another evicts "b", and its index entry with it.
+        store.create("c", &user("bob"), now, ttl).await.unwrap();
+        assert!(store.load("b").await.unwrap().is_none());
+        assert_eq!(index_size(&store), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn an_entry_for_a_write_in_flight_is_kept_and_one_never_written_goes_later() {
+        let store = MemoryStore::open(10, None);
+        let now = now_ms();
+        let ttl = Duration::from_secs(60);
+        store
+            .index_add("idx", "late", now + 600_000, now, ttl)
+            .await
+            .unwrap();
+        store
+            .index_add("idx", "never", now + 600_000, now, ttl)
+            .await
+            .unwrap();
+        assert!(store
+            .user_sessions("idx", "uid", "\"ann\"", now)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            index_size(&store).0,
+            2,
+            "a listing keeps entries it cannot list yet"
+        );
+        store.create("late", &user("ann"), now, ttl).await.unwrap();
+        let found = store
+            .user_sessions("idx", "uid", "\"ann\"", now)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "late");
+        // An entry whose session never came goes after the grace period.
+        store.lock().prune_index(None, now + UNWRITTEN_GRACE_MS + 1);
+        assert_eq!(index_size(&store), (1, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn the_user_index_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.json");
+        let store = MemoryStore::open(10, Some(path.clone()));
+        let now = now_ms();
+        let ttl = Duration::from_secs(60);
+        store.create("k", &user("ann"), now, ttl).await.unwrap();
+        store
+            .index_add("idx", "k", now + 60_000, now, ttl)
+            .await
+            .unwrap();
+        // An entry past its deadline is not carried over.
+        store.create("old", &user("ann"), now, ttl).await.unwrap();
+        store
+            .index_add("idx", "old", now + 1, now, ttl)
+            .await
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        store.persist().unwrap();
+        let reopened = MemoryStore::open(10, Some(path.clone()));
+        let found = reopened
+            .user_sessions("idx", "uid", "\"ann\"", now_ms())
+            .await
+            .unwrap();
+        let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["k"]);
+
+        // A file written before the index was saved still loads (its sessions, no index).
+        let old = serde_json::json!({"version": 1, "sessions": [["s", {
+            "fields": [], "created_ms": now, "touched_ms": now, "expires_ms": now + 60_000
+        }]]});
+        std::fs::write(&path, old.to_string()).unwrap();
+        let older = MemoryStore::open(10, Some(path));
+        assert!(older.load("s").await.unwrap().is_some());
     }
 }

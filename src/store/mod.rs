@@ -184,7 +184,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The live sessions of the user index `index_key` whose `user_field` still holds
     /// `user` (JSON text), with their keys, and their record unless its metadata is
     /// unreadable (such a session still names the user, so a logout still ends it).
-    /// Entries found dead or moved are pruned.
+    /// Entries past their deadline are pruned; an entry whose session is missing or names
+    /// another user is skipped but kept, since it may be a create, regenerate or user change
+    /// in flight (indexed first, written next) that a later logout must still find.
     async fn user_sessions(
         &self,
         index_key: &str,

@@ -11,7 +11,8 @@
 //! of different fields all land; keys spread over many slots; expiry (TTL) and its refresh;
 //! thousands of sets and deletes in one update; 500 fields in one write. [`run_index_suite`]
 //! guards the per-user index: only live sessions whose user field still matches, within their
-//! deadline, and removal from it.
+//! deadline, are listed; removal from it; an entry made for a write still in flight survives a
+//! listing, so the session it names is found once written.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -271,7 +272,21 @@ pub async fn run_suite(store: Arc<dyn SessionStore>, prefix: &str) {
     );
 }
 
-/// The user index part of the suite. Leaves `<prefix>user:test` behind with one live entry.
+/// The sorted keys of the sessions `index` lists for `user` (field `user_id`).
+async fn listed(store: &dyn SessionStore, index: &str, user: &str) -> Vec<String> {
+    let mut keys: Vec<String> = store
+        .user_sessions(index, "user_id", user, now_ms())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The user index part of the suite. Leaves `<prefix>user:test` behind with three entries: one
+/// live, one of a gone session, one of a session that moved to another user.
 pub async fn run_index_suite(store: Arc<dyn SessionStore>, prefix: &str) {
     let key = |name: &str| format!("{prefix}{name}");
     let index = format!("{prefix}user:test");
@@ -287,7 +302,7 @@ pub async fn run_index_suite(store: Arc<dyn SessionStore>, prefix: &str) {
             .await
             .unwrap();
     }
-    // A session whose user field changed is not the user's any more (and gets pruned).
+    // A session whose user field changed is not the user's any more (it is not listed).
     let change = Change {
         set: fields(&[("user_id", "\"ben\"")]),
         delete: vec![],
@@ -311,15 +326,10 @@ pub async fn run_index_suite(store: Arc<dyn SessionStore>, prefix: &str) {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
 
-    let mut found: Vec<String> = store
-        .user_sessions(&index, "user_id", "\"ann\"", now_ms())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    found.sort();
-    assert_eq!(found, vec![key("u1"), key("u2")]);
+    assert_eq!(
+        listed(&*store, &index, "\"ann\"").await,
+        [key("u1"), key("u2")]
+    );
     store.index_remove(&index, &[key("u1")]).await.unwrap();
     let found = store
         .user_sessions(&index, "user_id", "\"ann\"", now_ms())
@@ -359,4 +369,41 @@ pub async fn run_index_suite(store: Arc<dyn SessionStore>, prefix: &str) {
         .await
         .unwrap()
         .is_empty());
+
+    // Writes in flight: the engine indexes a session first and writes it next (a login
+    // creating it, a regenerate, a user field set on a live session). A listing in between
+    // skips the entry but must keep it, or the session would escape every later logout.
+    let flight_index = format!("{prefix}user:flight");
+    let now = now_ms();
+    store
+        .create(&key("anon"), &fields(&[("theme", "\"dark\"")]), now, ttl)
+        .await
+        .unwrap();
+    for name in ["login", "anon"] {
+        store
+            .index_add(&flight_index, &key(name), now + 60_000, now, ttl)
+            .await
+            .unwrap();
+    }
+    assert!(listed(&*store, &flight_index, "\"cy\"").await.is_empty());
+    store
+        .create(&key("login"), &fields(&[("user_id", "\"cy\"")]), now, ttl)
+        .await
+        .unwrap();
+    let change = Change {
+        set: fields(&[("user_id", "\"cy\"")]),
+        delete: vec![],
+    };
+    assert!(store.update(&key("anon"), &change, now, ttl).await.unwrap());
+    assert_eq!(
+        listed(&*store, &flight_index, "\"cy\"").await,
+        [key("anon"), key("login")]
+    );
+    store
+        .index_remove(&flight_index, &[key("anon"), key("login")])
+        .await
+        .unwrap();
+    for name in ["anon", "login"] {
+        store.destroy(&key(name)).await.unwrap();
+    }
 }

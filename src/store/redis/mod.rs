@@ -493,31 +493,28 @@ impl<C: Connector> SessionStore for RedisStore<C> {
             .await
             .map_err(store_error)?;
         let mut found = Vec::new();
-        let mut stale = Vec::new();
         for chunk in members.chunks(256) {
             let loads =
                 futures_util::future::join_all(chunk.iter().map(|k| self.load_raw(k))).await;
             for (key, pairs) in chunk.iter().zip(loads) {
                 let pairs = pairs?;
-                let holds = pairs.iter().any(|(k, v)| k == user_field && v == user);
-                if holds {
+                if pairs.iter().any(|(k, v)| k == user_field && v == user) {
                     found.push((key.clone(), SessionRecord::from_hash(pairs)));
-                } else {
-                    stale.push(key.clone());
                 }
             }
         }
-        let mut prune = redis::pipe();
-        prune
-            .cmd("ZREMRANGEBYSCORE")
+        // Only entries past their deadline go here. An entry whose session is missing or
+        // does not name the user yet may belong to a write in flight (the engine indexes a
+        // session before it creates, regenerates or re-assigns it): dropping it would leave
+        // that session out of every later logout. Such entries go with their deadline, the
+        // index's TTL, or the engine's own `index_remove`.
+        let _: () = redis::cmd("ZREMRANGEBYSCORE")
             .arg(index_key)
             .arg("-inf")
             .arg(now_ms)
-            .ignore();
-        if !stale.is_empty() {
-            prune.cmd("ZREM").arg(index_key).arg(&stale).ignore();
-        }
-        let _: () = prune.query_async(&mut conn).await.map_err(store_error)?;
+            .query_async(&mut conn)
+            .await
+            .map_err(store_error)?;
         Ok(found)
     }
 }
