@@ -6,8 +6,9 @@
 //! bytes that are not UTF-8 passing through unchanged; every `X-Session*` header in any case
 //! and in underscore spelling, both directions; `Cache-Control` on responses that set the
 //! session cookie (and untouched on the others); throttled warnings naming the address that
-//! sends rejected cookies. Raw TCP is used wherever an HTTP client would refuse or normalize
-//! the request.
+//! sends rejected cookies; an interim 103 answer is forwarded without instructions and never
+//! settles the session (only the final answer does). Raw TCP is used wherever an HTTP client
+//! would refuse or normalize the request.
 
 mod common;
 
@@ -132,8 +133,9 @@ fn parse_response(buf: &[u8]) -> RawReply {
 }
 
 /// A minimal app that records every request head byte-for-byte (the JSON echo of
-/// [`Backend`] is lossy for non-UTF-8 bytes) and answers `/set` with an `X-Session-Set`, and
-/// `/mixed` with instruction headers in unusual spellings.
+/// [`Backend`] is lossy for non-UTF-8 bytes) and answers `/set` with an `X-Session-Set`,
+/// `/mixed` with instruction headers in unusual spellings, and `/early` with a 103 Early Hints
+/// carrying instructions before a final answer carrying others.
 struct Recorder {
     port: u16,
     heads: Arc<Mutex<Vec<Vec<u8>>>>,
@@ -172,8 +174,15 @@ impl Recorder {
                         .unwrap_or_default()
                         .to_vec();
                     recorded.lock().unwrap().push(head);
+                    // An interim answer first: 103 Early Hints carrying instructions and
+                    // a session cookie of its own, then the final answer.
+                    if path.as_slice() == b"/early" {
+                        let interim: &[u8] = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nX-Session-Set: {\"hint\":1}\r\nX-Session-Action: destroy\r\nSet-Cookie: sid=app-made\r\n\r\n";
+                        let _ = stream.write_all(interim).await;
+                    }
                     let extra: &[u8] = match path.as_slice() {
                         b"/set" => b"X-Session-Set: {\"user\":\"u1\"}\r\n",
+                        b"/early" => b"X-Session-Set: {\"cart\":[9]}\r\n",
                         b"/mixed" => b"X-SESSION-SET: {\"upper\":1}\r\nx-Session-set: {\"lower\":2}\r\nX_Session_Set: {\"underscore\":3}\r\nX_SESSION_ACTION: destroy\r\nx_session: leak\r\nX-Session-Signature: leak\r\n",
                         b"/regen" => b"X-Session-ACTION: Regenerate\r\n",
                         _ => b"",
@@ -608,6 +617,51 @@ async fn client_session_headers_in_any_case_or_spelling_never_reach_the_app() {
         .unwrap()
         .as_secs();
     assert!(now.abs_diff(t.parse::<u64>().unwrap()) <= 5);
+}
+
+/// The first session cookie a raw reply sets (its value), if any.
+fn set_session_cookie(reply: &RawReply) -> Option<String> {
+    let value = reply.header("set-cookie")?;
+    let value = value.strip_prefix(&format!("{COOKIE}="))?;
+    Some(value.split(';').next().unwrap_or_default().to_string())
+}
+
+#[tokio::test]
+async fn an_interim_103_neither_settles_the_session_nor_reaches_the_client_with_instructions() {
+    let recorder = Recorder::start().await;
+    let sidecar = Sidecar::start(&Settings::memory(), &recorder.addr());
+    let login = raw(sidecar.port, &get("/set", &[])).await;
+    let cookie = set_session_cookie(&login).expect("logged in");
+    let with_cookie = format!("Cookie: {COOKIE}={cookie}");
+
+    // 103 (with instructions and an app cookie of its own), then 200 setting `cart`.
+    let interim = raw(sidecar.port, &get("/early", &[&with_cookie])).await;
+    assert_eq!(interim.status, 103, "the interim answer is forwarded");
+    assert_eq!(
+        interim.header("link").as_deref(),
+        Some("</a.css>; rel=preload")
+    );
+    for (name, value) in &interim.headers {
+        let name = name.to_ascii_lowercase();
+        assert!(!name.starts_with("x-session"), "{name} reached the client");
+        assert!(
+            !(name == "set-cookie" && value.starts_with(COOKIE.as_bytes())),
+            "a session cookie on the 103"
+        );
+    }
+    let last = parse_response(&interim.body);
+    assert_eq!(last.status, 200);
+    assert_eq!(
+        set_session_cookie(&last),
+        None,
+        "the live session is updated in place, not replaced by a new one"
+    );
+
+    // The same session now holds `cart` beside `user`; the 103's set and destroy were ignored.
+    raw(sidecar.port, &get("/read", &[&with_cookie])).await;
+    let seen: Value =
+        serde_json::from_slice(&values_of(&recorder.last(), "x-session").remove(0)).unwrap();
+    assert_eq!(seen, json!({"user": "u1", "cart": [9]}));
 }
 
 #[tokio::test]

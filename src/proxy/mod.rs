@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::modules::http::HttpModules;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
@@ -214,6 +214,14 @@ impl ProxyHttp for SessionProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // An interim answer (100 Continue, 103 Early Hints) is not the response: the session
+        // is settled once, on the final one, so here instructions and the app's session
+        // cookie are only removed. 101 ends the HTTP exchange, so it is the final response.
+        if resp.status.is_informational() && resp.status != StatusCode::SWITCHING_PROTOCOLS {
+            headers::strip_instructions(resp);
+            headers::drop_app_session_cookie(resp, self.engine.codec().name())?;
+            return Ok(());
+        }
         let touch_due = ctx.loaded.live().is_some_and(|l| l.touch_due);
         let has_instructions = headers::has_instructions(resp);
         let set_cookie = if has_instructions || touch_due {
