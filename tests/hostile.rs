@@ -4,7 +4,8 @@
 //! duplicate `Content-Length`) refused with 400 and never reaching the app; header size
 //! limits (431, default and configured); oversized, malformed and very many cookies; cookie
 //! bytes that are not UTF-8 passing through unchanged; every `X-Session*` header in any case
-//! and in underscore spelling, both directions; `Cache-Control` on responses that set the
+//! and in underscore spelling, both directions, and the app's `X-Session` kept when the client
+//! names it in `Connection`; `Cache-Control` on responses that set the
 //! session cookie (and untouched on the others); throttled warnings naming the address that
 //! sends rejected cookies; an interim 103 answer is forwarded without instructions and never
 //! settles the session (only the final answer does). Raw TCP is used wherever an HTTP client
@@ -581,6 +582,9 @@ async fn client_session_headers_in_any_case_or_spelling_never_reach_the_app() {
         "X-Session-Signature: t=1,v1=00",
         "x_session_signature: t=1,v1=00",
         "X-SESSION_SIGNATURE: t=1,v1=00",
+        // Headers named in `Connection` are removed on the way to the app: naming the
+        // sidecar's own must not take them away.
+        "Connection: X-Session, x-session-signature",
     ];
     let reply = raw(sidecar.port, &get("/", &spoofs)).await;
     assert_eq!(reply.status, 200);

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
@@ -53,6 +53,8 @@ pub struct RequestCtx {
     /// A store failure turned (or must turn) the answer into a 503.
     store_failure: bool,
     outcome: Outcome,
+    /// The `X-Session` value for the app, added to the upstream request as its last step.
+    x_session: Option<HeaderValue>,
     _in_flight: InFlightGuard,
 }
 
@@ -120,14 +122,10 @@ impl SessionProxy {
             .await
     }
 
-    /// Sends the app exactly one `X-Session` (and its signature, when configured).
-    fn send_session(&self, session: &mut Session, value: Option<String>) -> Result<()> {
-        let value = match value {
-            Some(v) => HeaderValue::try_from(v)
-                .map_err(|e| Error::because(ErrorType::InternalError, "X-Session value", e))?,
-            None => HeaderValue::from_static("{}"),
-        };
-        let req = session.req_header_mut();
+    /// Gives the request sent to the app exactly one `X-Session` (and its signature, when
+    /// configured). Done in `upstream_request_filter`, after pingora has removed the headers
+    /// a client names in `Connection`, so `Connection: X-Session` cannot take it away.
+    fn send_session(&self, req: &mut RequestHeader, value: HeaderValue) -> Result<()> {
         if let Some(mac) = &self.header_mac {
             let text = std::str::from_utf8(value.as_bytes()).unwrap_or_default();
             let signature = cookie::sign_header(mac, now_ms() / 1000, text);
@@ -149,6 +147,7 @@ impl ProxyHttp for SessionProxy {
             loaded: Loaded::Anonymous,
             store_failure: false,
             outcome: Outcome::Anonymous,
+            x_session: None,
             _in_flight: InFlightGuard(self.metrics.in_flight.clone()),
         }
     }
@@ -190,8 +189,25 @@ impl ProxyHttp for SessionProxy {
             }
         }
         ctx.loaded = loaded;
-        self.send_session(session, x_session)?;
+        ctx.x_session = Some(match x_session {
+            Some(v) => HeaderValue::try_from(v)
+                .map_err(|e| Error::because(ErrorType::InternalError, "X-Session value", e))?,
+            None => HeaderValue::from_static("{}"),
+        });
         Ok(false)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let value = ctx
+            .x_session
+            .clone()
+            .unwrap_or_else(|| HeaderValue::from_static("{}"));
+        self.send_session(upstream_request, value)
     }
 
     async fn upstream_peer(
