@@ -34,7 +34,7 @@ def rust_const(name):
 
 VARIANTS = {
     # what the sidecar sends now for an update
-    "update script (PEXPIRE as existence check, one HSET)": (rust_const("UPDATE_SCRIPT"), "update"),
+    "update script (PEXPIRE as existence check, one HSET)": (rust_const("UPDATE_SCRIPT"), "update-deadline"),
     # the generic script every write used before
     "generic write script (mode dispatch, EXISTS, HSET, PEXPIRE)": (rust_const("WRITE_SCRIPT"), "write"),
     "update script with EXISTS + HSET + PEXPIRE": (
@@ -143,16 +143,19 @@ def main():
             sha = r.call("SCRIPT", "LOAD", script)
             if args == "update":
                 op = lambda: r.call("EVALSHA", sha, 1, key, ttl, now, 1, "last", value)
+            elif args == "update-deadline":
+                # The sidecar's layout: ARGV[4] is the index deadline (0: no index key given).
+                op = lambda: r.call("EVALSHA", sha, 1, key, ttl, now, 1, 0, "last", value)
             elif args == "write":
                 op = lambda: r.call("EVALSHA", sha, 1, key, "update", now, ttl, 1, "last", value)
             else:
                 op = lambda: r.call("EVALSHA", sha, 1, key)
             measure(name, op)
-        body = rust_const("UPDATE_SCRIPT").replace("KEYS[1]", "keys[1]")
+        body = rust_const("UPDATE_SCRIPT").replace("KEYS[", "keys[")
         r.call("FUNCTION", "LOAD", "REPLACE", "#!lua name=sessbench\n"
                "redis.register_function('sess_update', function(keys, ARGV)\n" + body + "\nend)\n")
         measure("the update script as a Redis 7 function (FCALL)",
-                lambda: r.call("FCALL", "sess_update", 1, key, ttl, now, 1, "last", value))
+                lambda: r.call("FCALL", "sess_update", 1, key, ttl, now, 1, 0, "last", value))
     finally:
         redis.terminate()
         redis.wait()

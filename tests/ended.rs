@@ -341,10 +341,10 @@ async fn a_request_without_a_session_still_creates_one() {
     assert_eq!(late.set_cookies().len(), 1, "a new session's cookie");
 }
 
-/// A late logout (`destroy`) for a session that another tab has meanwhile regenerated must
-/// not expire the browser's cookie: that cookie now belongs to the fresh login.
-#[tokio::test]
-async fn late_destroy_after_regenerate_leaves_the_new_cookie_alone() {
+/// A late logout (`destroy`, or `destroy-all`) for a session that another tab has meanwhile
+/// regenerated must not expire the browser's cookie: that cookie now belongs to the fresh
+/// login. The late response applies nothing (SPEC §4.7), so the fresh login stays.
+async fn late_logout_after_regenerate(action: &'static str) {
     let backend = Backend::start().await;
     let sidecar = Sidecar::start(&with_users(Settings::memory()), &backend.addr());
     let client = login(&sidecar).await;
@@ -354,10 +354,7 @@ async fn late_destroy_after_regenerate_leaves_the_new_cookie_alone() {
     let late = tokio::spawn(async move {
         slow.get(
             "/logout",
-            &[
-                ("x-delay-ms", "1500"),
-                ("x-reply-x-session-action", "destroy"),
-            ],
+            &[("x-delay-ms", "1500"), ("x-reply-x-session-action", action)],
         )
         .await
     });
@@ -372,4 +369,14 @@ async fn late_destroy_after_regenerate_leaves_the_new_cookie_alone() {
         json!({"user_id": "alice", "n": 1}),
         "the regenerated session is untouched"
     );
+}
+
+#[tokio::test]
+async fn late_destroy_after_regenerate_leaves_the_new_cookie_alone() {
+    late_logout_after_regenerate("destroy").await;
+}
+
+#[tokio::test]
+async fn late_destroy_all_after_regenerate_leaves_the_new_cookie_alone() {
+    late_logout_after_regenerate("destroy-all").await;
 }

@@ -5,7 +5,9 @@
 //! sessions it lists, so `destroy-all` still finds a session kept alive by use for longer
 //! than `idle_timeout`, and nothing of a user is left once the last session idles out;
 //! `__` fields that are missing, non-numeric, negative or absurdly large make a session
-//! read as no session (a miss), in the proxy and in the admin API, never a panic.
+//! read as no session (a miss), in the proxy and in the admin API, never a panic; so do a
+//! session key of another type and index members that are not the sidecar's, which never make
+//! a listing or a logout fail.
 
 mod common;
 
@@ -169,12 +171,67 @@ async fn unreadable_metadata_is_no_session_never_a_panic() {
         );
     }
     assert!(
-        sidecar.log().contains("unreadable metadata"),
+        sidecar.log().contains("unreadable session"),
         "the first one is logged"
     );
     assert_eq!(
-        sidecar.log().matches("unreadable metadata").count(),
+        sidecar.log().matches("unreadable session").count(),
         1,
         "logged once, not once per request"
     );
+}
+
+/// Keys under the prefix that the sidecar did not write as they are: a session key holding a
+/// string, an index member that is not UTF-8, an index member naming a string key. Each is
+/// no session: a miss for the proxy (not a 503 until the key expires), skipped by the admin
+/// API and by a logout, which still end the user's real sessions.
+#[tokio::test]
+async fn keys_of_another_type_and_foreign_index_members_are_no_session() {
+    use sha2::Digest;
+    let redis = Redis::start();
+    let backend = Backend::start().await;
+    let sidecar = Sidecar::start(&settings(&redis, "30m"), &backend.addr());
+    let mut broken = login(&sidecar, "dave").await;
+    let mut real = login(&sidecar, "dave").await;
+    let key = session_key(broken.cookie.as_deref().unwrap());
+    assert!(redis.cli(&["DEL", &key]).is_some());
+    assert!(redis.cli(&["SET", &key, "not a hash"]).is_some());
+    let r = broken.get("/", &[]).await;
+    assert_eq!(r.status, 200, "a miss, not a store failure");
+    assert_eq!(r.session(), json!({}));
+
+    let index = format!(
+        "session:user:{}",
+        hex::encode(sha2::Sha256::digest(json!("dave").to_string().as_bytes()))
+    );
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let far = i64::MAX / 2;
+    let _: i64 = redis::cmd("ZADD")
+        .arg(&index)
+        .arg(far)
+        .arg(&b"\xff\xfe not utf-8"[..])
+        .query(&mut conn)
+        .unwrap();
+    let _: i64 = redis::cmd("ZADD")
+        .arg(&index)
+        .arg(far)
+        .arg(&key)
+        .query(&mut conn)
+        .unwrap();
+    let (status, body) = admin_get(&sidecar, "dave").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["count"], 1, "only the real session: {body}");
+    let resp = reqwest::Client::new()
+        .delete(sidecar.admin_url("/sessions?user=dave"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["destroyed"], 1, "{body}");
+    assert_eq!(real.session().await, json!({}), "logged out");
 }

@@ -3,7 +3,7 @@
 //! Guards: fail_closed answers 503 + Retry-After for cookie-bearing requests and for changes
 //! it cannot save, lets cookie-less reads through, and never waits past store.timeout;
 //! fail_open shows `{}` and drops (and counts) unsaved changes; neither clears the client's
-//! cookie; both recover by themselves when Redis returns, with the data intact (appendonly);
+//! cookie, not even for a logout that could not be saved; both recover by themselves when Redis returns, with the data intact (appendonly);
 //! /readyz follows the store; a dead app gives a quick 502 and the sidecar serves again when
 //! it is back.
 
@@ -193,6 +193,56 @@ async fn fail_open_redis_killed_and_restarted() {
             >= 2.0
     );
 
+    redis.restart();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let mut c = client.clone();
+            async move { c.get("/", &[]).await.session() == json!({"user": "bob"}) }
+        })
+        .await,
+        "the session resumes when the store returns"
+    );
+}
+
+/// A logout whose session was loaded but cannot be deleted (the store went down while the
+/// request was at the app): under fail_open the change is dropped and the cookie is kept,
+/// like any other unsaved change, so the session is still there when the store returns.
+#[tokio::test]
+async fn fail_open_keeps_the_cookie_when_a_logout_cannot_be_saved() {
+    let mut redis = Redis::start_with(true);
+    let backend = Backend::start().await;
+    let mut settings = Settings::redis(&redis);
+    settings.fail_open = true;
+    let sidecar = Sidecar::start(&settings, &backend.addr());
+    let mut client = Client::new(&sidecar);
+    client.set(r#"{"user":"bob"}"#).await;
+    let hits = backend.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let mut slow = client.clone();
+    let logout = tokio::spawn(async move {
+        slow.get(
+            "/logout",
+            &[
+                ("x-delay-ms", "800"),
+                ("x-reply-x-session-action", "destroy"),
+            ],
+        )
+        .await
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            backend.hits.load(std::sync::atomic::Ordering::SeqCst) > hits
+        })
+        .await,
+        "the logout reached the app"
+    );
+    redis.kill();
+    let r = logout.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.set_cookies().is_empty(),
+        "a store error never clears the cookie: {:?}",
+        r.set_cookies()
+    );
     redis.restart();
     assert!(
         eventually(Duration::from_secs(10), || {

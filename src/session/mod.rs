@@ -365,10 +365,11 @@ impl Engine {
                             .regenerate(&live.key, new_key, change, now, ttl)
                             .await
                     }
-                    // The user's index expires no earlier than this session (an index added
-                    // to above already got this TTL).
+                    // The session stays in its user's index, which expires no earlier than
+                    // the session (an entry added above already did both).
                     None => {
                         let slide = if index.is_none() { after } else { None };
+                        let slide = slide.map(|user| (user, deadline_ms));
                         self.store.update(&live.key, change, now, ttl, slide).await
                     }
                 };
@@ -435,19 +436,31 @@ impl Engine {
                     tally.dropped = Some(DropReason::SessionEnded);
                     done(CookieDecision::Keep, Outcome::Ended)
                 }
-                Err(e) => {
-                    // Under fail_open a logout still logs the browser out.
-                    let mut finish = failed(e);
-                    if self.policy.on_store_error == StoreErrorPolicy::FailOpen {
-                        finish.cookie = CookieDecision::Expire;
-                    }
-                    finish
-                }
+                // The cookie is kept, under fail_open too: a store error never clears it
+                // (SPEC §5), so the session is still there to log out of when the store
+                // returns.
+                Err(e) => failed(e),
             },
             (Step::DestroyAll { user }, Some(live)) => {
+                // This session first: if it already ended while the request was at the app,
+                // the response applies nothing (SPEC §4.7), and sends no cookie that could
+                // replace one the browser got meanwhile.
+                match self
+                    .store
+                    .destroy_many(&user, std::slice::from_ref(&live.key))
+                    .await
+                {
+                    Ok(0) => {
+                        tally.dropped = Some(DropReason::SessionEnded);
+                        return done(CookieDecision::Keep, Outcome::Ended);
+                    }
+                    Ok(_) => {}
+                    Err(e) => return failed(e),
+                }
                 let field = self.policy.user_field.as_deref().unwrap_or_default();
-                match users::log_out(&self.store, field, &user, Some(&live.key)).await {
-                    Ok(n) => {
+                match users::log_out(&self.store, field, &user).await {
+                    Ok(others) => {
+                        let n = others + 1;
                         tally.write_ok = Some(true);
                         tally.destroyed = Some(("destroy_all", n));
                         tracing::info!(sessions = n, "destroy-all ended every session of a user");
@@ -530,7 +543,7 @@ impl Engine {
         let Some(field) = self.policy.user_field.as_deref() else {
             return Ok(0);
         };
-        let n = users::log_out(&self.store, field, user, None).await?;
+        let n = users::log_out(&self.store, field, user).await?;
         self.metrics
             .sessions_destroyed
             .with_label_values(&["admin"])

@@ -46,33 +46,41 @@ pub async fn sessions_of(
     store.user_sessions(field, user).await
 }
 
-/// Ends every session of `user` found through the index, plus `also` (the current session
-/// of a `destroy-all`, which may not be indexed yet). Returns how many existed.
-pub async fn log_out(
-    store: &Store,
-    field: &str,
-    user: &str,
-    also: Option<&str>,
-) -> Result<usize, StoreError> {
-    let mut keys: Vec<String> = sessions_of(store, field, user)
-        .await?
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    if let Some(extra) = also {
-        if !keys.iter().any(|k| k == extra) {
-            keys.push(extra.to_string());
+/// How many times [`log_out`] lists the index at most.
+const LOG_OUT_ROUNDS: usize = 4;
+
+/// Ends every session of `user` found through the index. Returns how many existed.
+///
+/// The index is listed again after each round of deletes, until a listing finds nothing
+/// new: a regenerate of one of the user's sessions that was in flight during the first
+/// listing has either landed (its new key is indexed and live, so the next listing finds it)
+/// or will find its old session gone and write nothing. Without that second look, a login
+/// renewed while "log out everywhere" ran would survive it.
+pub async fn log_out(store: &Store, field: &str, user: &str) -> Result<usize, StoreError> {
+    let mut ended = 0;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..LOG_OUT_ROUNDS {
+        let keys: Vec<String> = sessions_of(store, field, user)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !seen.contains(k))
+            .collect();
+        if keys.is_empty() {
+            break;
         }
+        ended += store.destroy_many(user, &keys).await?;
+        seen.extend(keys);
     }
-    if keys.is_empty() {
-        return Ok(0);
-    }
-    store.destroy_many(user, &keys).await
+    Ok(ended)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::store::now_ms;
 
     fn change(set: &[(&str, &str)], delete: &[&str]) -> Change {
         Change {
@@ -116,5 +124,122 @@ mod tests {
         assert_eq!(to_unindex(Some("a"), Some("a")), None);
         assert_eq!(to_unindex(Some("a"), None), Some("a"));
         assert_eq!(to_unindex(None, Some("a")), None);
+    }
+
+    /// A memory store where a regenerate of `from` into `to` lands just before the first
+    /// destroy of `from`: a login renewed between a logout's listing and its deletes.
+    struct RenewedDuringLogout {
+        inner: crate::store::memory::MemoryStore,
+        from: String,
+        to: String,
+        fired: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::SessionStore for RenewedDuringLogout {
+        async fn load(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+            self.inner.load(key).await
+        }
+        async fn create(
+            &self,
+            key: &str,
+            fields: &[(String, String)],
+            now_ms: u64,
+            ttl: Duration,
+        ) -> Result<(), StoreError> {
+            self.inner.create(key, fields, now_ms, ttl).await
+        }
+        async fn update(
+            &self,
+            key: &str,
+            change: &Change,
+            now_ms: u64,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            self.inner.update(key, change, now_ms, ttl).await
+        }
+        async fn regenerate(
+            &self,
+            old_key: &str,
+            new_key: &str,
+            change: &Change,
+            now_ms: u64,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            self.inner
+                .regenerate(old_key, new_key, change, now_ms, ttl)
+                .await
+        }
+        async fn destroy(&self, key: &str) -> Result<bool, StoreError> {
+            if key == self.from && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let renewed = self
+                    .inner
+                    .regenerate(&self.from, &self.to, &Change::default(), now_ms(), TTL)
+                    .await?;
+                assert!(renewed, "the regenerate landed");
+            }
+            self.inner.destroy(key).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn index_add(
+            &self,
+            index_key: &str,
+            key: &str,
+            deadline_ms: u64,
+            now_ms: u64,
+            ttl: Duration,
+        ) -> Result<(), StoreError> {
+            self.inner
+                .index_add(index_key, key, deadline_ms, now_ms, ttl)
+                .await
+        }
+        async fn index_remove(&self, index_key: &str, keys: &[String]) -> Result<(), StoreError> {
+            self.inner.index_remove(index_key, keys).await
+        }
+        async fn user_sessions(
+            &self,
+            index_key: &str,
+            user_field: &str,
+            user: &str,
+            now_ms: u64,
+        ) -> Result<Vec<(String, Option<SessionRecord>)>, StoreError> {
+            self.inner
+                .user_sessions(index_key, user_field, user, now_ms)
+                .await
+        }
+    }
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn a_session_renewed_while_its_user_is_logged_out_everywhere_is_ended_too() {
+        let inner = RenewedDuringLogout {
+            inner: crate::store::memory::MemoryStore::open(100, None),
+            from: "s:old".into(),
+            to: "s:new".into(),
+            fired: Default::default(),
+        };
+        let store = Store::new(
+            std::sync::Arc::new(inner),
+            Duration::from_secs(1),
+            "s:",
+            std::sync::Arc::new(crate::metrics::Metrics::new()),
+        );
+        let user = "\"ann\"";
+        let fields = vec![("uid".to_string(), user.to_string())];
+        let (now, deadline) = (now_ms(), now_ms() + 600_000);
+        store.create("s:old", &fields, now, TTL).await.unwrap();
+        store.create("s:other", &fields, now, TTL).await.unwrap();
+        // Indexed as the engine does; "s:new" before its regenerate is written.
+        for key in ["s:old", "s:other", "s:new"] {
+            store.index_add(user, key, deadline, TTL).await.unwrap();
+        }
+        let ended = log_out(&store, "uid", user).await.unwrap();
+        assert_eq!(ended, 2, "s:other, and s:new (s:old had become s:new)");
+        for key in ["s:old", "s:other", "s:new"] {
+            assert!(store.load(key).await.unwrap().is_none(), "{key} ended");
+        }
     }
 }

@@ -67,22 +67,33 @@ impl SessionRecord {
 }
 
 /// [`SessionStore::update_sliding_index`] in two steps: the update, then (when the session
-/// was found) the index refresh, whose failure is logged, not returned: the change is saved.
-pub async fn update_then_touch_index<S: SessionStore + ?Sized>(
+/// was found) [`SessionStore::index_add`] of its entry, whose failure is logged, not returned:
+/// the change is saved.
+pub async fn update_then_index<S: SessionStore + ?Sized>(
     store: &S,
     key: &str,
     change: &Change,
     now_ms: u64,
     ttl: Duration,
-    index_key: &str,
+    index: IndexEntry<'_>,
 ) -> Result<bool, StoreError> {
     let found = store.update(key, change, now_ms, ttl).await?;
     if found {
-        if let Err(e) = store.index_touch(index_key, ttl).await {
-            tracing::warn!(error = %e, "user index expiry not refreshed");
+        let added = store
+            .index_add(index.key, key, index.deadline_ms, now_ms, ttl)
+            .await;
+        if let Err(e) = added {
+            tracing::warn!(error = %e, "user index not refreshed");
         }
     }
     Ok(found)
+}
+
+/// A session's entry in its user's index: the index key and the session's absolute deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexEntry<'a> {
+    pub key: &'a str,
+    pub deadline_ms: u64,
 }
 
 /// Corrupt session metadata is logged at warn level once per process, then at debug level:
@@ -90,11 +101,11 @@ pub async fn update_then_touch_index<S: SessionStore + ?Sized>(
 pub fn note_corrupt_metadata() {
     static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::debug!("session with unreadable metadata treated as no session");
+        tracing::debug!("unreadable session treated as no session");
     } else {
         tracing::warn!(
-            "session with unreadable metadata (__created/__touched) treated as no session; \
-             further ones are logged at debug level"
+            "unreadable session (metadata __created/__touched missing or implausible, or a \
+             key of another type) treated as no session; further ones are logged at debug level"
         );
     }
 }
@@ -159,25 +170,22 @@ pub trait SessionStore: Send + Sync + 'static {
         now_ms: u64,
         ttl: Duration,
     ) -> Result<(), StoreError>;
-    /// Lets the user index `index_key` live at least `ttl` longer (never shortens it): its
-    /// expiry slides with the sessions it lists. Stores whose index needs no expiry (the
-    /// memory store prunes it with its sessions) do nothing.
-    async fn index_touch(&self, _index_key: &str, _ttl: Duration) -> Result<(), StoreError> {
-        Ok(())
-    }
-    /// [`SessionStore::update`], then, when the session was found, [`SessionStore::index_touch`]
-    /// of its user's index `index_key`: a session's refresh slides its index. Stores that can do
-    /// both in one round trip override it (Redis on one node: one script). A failed index
-    /// refresh after a successful update is logged, not returned: the change is saved.
+    /// [`SessionStore::update`], then, when the session was found, its entry in its user's
+    /// index made sure of ([`SessionStore::index_add`]: added back if it went missing, and the
+    /// index's expiry slid to at least `ttl`). So a refresh slides the index with its
+    /// sessions, and an index lost while a session lives (evicted, or the session predates
+    /// `user_field`) is rebuilt by the session's next write. Stores that can do both in one
+    /// round trip override it (Redis on one node: one script). A failed index step after a
+    /// successful update is logged, not returned: the change is saved.
     async fn update_sliding_index(
         &self,
         key: &str,
         change: &Change,
         now_ms: u64,
         ttl: Duration,
-        index_key: &str,
+        index: IndexEntry<'_>,
     ) -> Result<bool, StoreError> {
-        update_then_touch_index(self, key, change, now_ms, ttl, index_key).await
+        update_then_index(self, key, change, now_ms, ttl, index).await
     }
     /// Removes sessions `keys` from the user index `index_key`, in one operation.
     async fn index_remove(&self, index_key: &str, keys: &[String]) -> Result<(), StoreError>;
@@ -317,23 +325,29 @@ impl Store {
             .await
     }
 
-    /// Applies `change` to an existing session; with `user`, the user's index expiry slides
-    /// with the session's (in the same round trip where the store can).
+    /// Applies `change` to an existing session; with `user` (the user it names and the
+    /// session's absolute deadline), the session's entry in that user's index is made sure of
+    /// and the index's expiry slides with the session's (in the same round trip where the
+    /// store can).
     pub async fn update(
         &self,
         key: &str,
         change: &Change,
         now_ms: u64,
         ttl: Duration,
-        user: Option<&str>,
+        user: Option<(&str, u64)>,
     ) -> Result<bool, StoreError> {
         let work = async {
             match user {
                 None => self.inner.update(key, change, now_ms, ttl).await,
-                Some(user) => {
+                Some((user, deadline_ms)) => {
                     let index = self.index_key_for(user);
+                    let entry = IndexEntry {
+                        key: &index,
+                        deadline_ms,
+                    };
                     self.inner
-                        .update_sliding_index(key, change, now_ms, ttl, &index)
+                        .update_sliding_index(key, change, now_ms, ttl, entry)
                         .await
                 }
             }

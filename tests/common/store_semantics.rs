@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_sidecar::protocol::Change;
-use session_sidecar::store::{now_ms, SessionStore};
+use session_sidecar::store::{now_ms, IndexEntry, SessionStore};
 
 fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -341,18 +341,22 @@ pub async fn run_index_suite(store: Arc<dyn SessionStore>, prefix: &str) {
         found[0].1.as_ref().map(|r| r.fields.clone()),
         Some(fields(&[("user_id", "\"ann\"")]))
     );
-    // Touching an index never fails and never creates one.
-    store.index_touch(&index, ttl).await.unwrap();
-    store
-        .index_touch(&format!("{prefix}user:nobody"), ttl)
-        .await
-        .unwrap();
-    // An update that slides its user's index: true for a live session, false (nothing
-    // written) for a gone one.
+    // An update that slides its user's index: true for a live session, and its entry is
+    // there afterwards even when the index had lost it (evicted, or a session from before
+    // `user_field`); false for a gone session, which is not put (back) in any index.
+    fn entry(index: &str) -> IndexEntry<'_> {
+        IndexEntry {
+            key: index,
+            deadline_ms: now_ms() + 60_000,
+        }
+    }
+    store.index_remove(&index, &[key("u2")]).await.unwrap();
+    assert!(listed(&*store, &index, "\"ann\"").await.is_empty());
     assert!(store
-        .update_sliding_index(&key("u2"), &Change::default(), now_ms(), ttl, &index)
+        .update_sliding_index(&key("u2"), &Change::default(), now_ms(), ttl, entry(&index))
         .await
         .unwrap());
+    assert_eq!(listed(&*store, &index, "\"ann\"").await, [key("u2")]);
     let ghost_index = format!("{prefix}user:ghost");
     assert!(!store
         .update_sliding_index(
@@ -360,15 +364,24 @@ pub async fn run_index_suite(store: Arc<dyn SessionStore>, prefix: &str) {
             &Change::default(),
             now_ms(),
             ttl,
-            &ghost_index
+            entry(&ghost_index)
         )
         .await
         .unwrap());
-    assert!(store
-        .user_sessions(&ghost_index, "user_id", "\"ann\"", now_ms())
+    store
+        .create(
+            &key("ghost"),
+            &fields(&[("user_id", "\"ann\"")]),
+            now_ms(),
+            ttl,
+        )
         .await
-        .unwrap()
-        .is_empty());
+        .unwrap();
+    assert!(
+        listed(&*store, &ghost_index, "\"ann\"").await.is_empty(),
+        "the update of a gone session added no entry"
+    );
+    store.destroy(&key("ghost")).await.unwrap();
 
     // Writes in flight: the engine indexes a session first and writes it next (a login
     // creating it, a regenerate, a user field set on a live session). A listing in between

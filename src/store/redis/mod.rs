@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use redis::aio::ConnectionLike;
 use redis::{RedisError, Script};
 
-use super::{SessionRecord, SessionStore, StoreError, CREATED_FIELD, TOUCHED_FIELD};
+use super::{IndexEntry, SessionRecord, SessionStore, StoreError, CREATED_FIELD, TOUCHED_FIELD};
 use crate::session::{is_reserved_key, Change};
 
 /// Creates or regenerates a session (updates, the hot write, use [`UPDATE_SCRIPT`]).
@@ -69,25 +69,26 @@ return 1
 "#;
 
 /// Updates an existing session: the hot write, one per response that changes a session or
-/// refreshes its expiry. KEYS[1] = key; KEYS[2], optional, = its user index, whose TTL is
-/// raised to the session's (never lowered; a missing index is not created). ARGV: ttl_ms,
-/// now_ms, number of sets, then name/value pairs, then names to delete. Returns 1, or 0 when
-/// the session is gone (nothing written, the index untouched).
+/// refreshes its expiry. KEYS[1] = key; KEYS[2], optional, = its user index, which gets the
+/// session as a member (score ARGV[4], its absolute deadline; an existing entry is left as
+/// is) and a TTL raised to the session's (never lowered). ARGV: ttl_ms, now_ms, number of
+/// sets, deadline_ms (0 without an index), then name/value pairs, then names to delete.
+/// Returns 1, or 0 when the session is gone (nothing written, the index untouched).
 ///
 /// `PEXPIRE` answers 0 for a missing key, so it is the existence check and the expiry refresh
-/// in one call, before anything is written: an ended session is never recreated. Two to three
-/// `redis.call`s and no mode dispatch: ≈ 20 % fewer Redis instructions than [`WRITE_SCRIPT`]
-/// for the same update (`benches/redis_scripts.py`). `unpack` is chunked to stay within
-/// Lua's stack.
+/// in one call, before anything is written: an ended session is never recreated, nor put
+/// back in an index. Two to three `redis.call`s and no mode dispatch: ≈ 20 % fewer Redis
+/// instructions than [`WRITE_SCRIPT`] for the same update (`benches/redis_scripts.py`).
+/// `unpack` is chunked to stay within Lua's stack.
 const UPDATE_SCRIPT: &str = r#"
 local key = KEYS[1]
 if redis.call('PEXPIRE', key, ARGV[1]) == 0 then return 0 end
-local last = 3 + 2 * tonumber(ARGV[3])
-if last <= 2003 then
-  redis.call('HSET', key, '__touched', ARGV[2], unpack(ARGV, 4, last))
+local last = 4 + 2 * tonumber(ARGV[3])
+if last <= 2004 then
+  redis.call('HSET', key, '__touched', ARGV[2], unpack(ARGV, 5, last))
 else
   redis.call('HSET', key, '__touched', ARGV[2])
-  for i = 4, last, 2000 do
+  for i = 5, last, 2000 do
     redis.call('HSET', key, unpack(ARGV, i, math.min(i + 1999, last)))
   end
 end
@@ -95,8 +96,8 @@ for i = last + 1, #ARGV, 2000 do
   redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 1999, #ARGV)))
 end
 if KEYS[2] then
-  local left = redis.call('PTTL', KEYS[2])
-  if left ~= -2 and left < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[4], key)
+  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
 end
 return 1
 "#;
@@ -132,7 +133,6 @@ pub struct RedisStore<C: Connector> {
     update: Script,
     delete_if_unchanged: Script,
     index_add: Script,
-    index_touch: Script,
 }
 
 impl<C: Connector> RedisStore<C> {
@@ -143,7 +143,6 @@ impl<C: Connector> RedisStore<C> {
             update: Script::new(UPDATE_SCRIPT),
             delete_if_unchanged: Script::new(DELETE_IF_UNCHANGED_SCRIPT),
             index_add: Script::new(INDEX_ADD_SCRIPT),
-            index_touch: Script::new(INDEX_TOUCH_SCRIPT),
         }
     }
 
@@ -179,24 +178,30 @@ impl<C: Connector> RedisStore<C> {
         Ok(done == 1)
     }
 
+    /// The session hash at `key`; empty when there is none. A key of another type (written
+    /// by something else under the prefix) is read as no session, like corrupt metadata: a
+    /// miss, never a store failure that would answer 503 until the key expires.
     async fn load_bytes(&self, key: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         let mut conn = self.connector.connection()?;
-        redis::cmd("HGETALL")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .map_err(store_error)
+        let reply = redis::cmd("HGETALL").arg(key).query_async(&mut conn).await;
+        match reply {
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                super::note_corrupt_metadata();
+                Ok(Vec::new())
+            }
+            other => other.map_err(store_error),
+        }
     }
 
     async fn load_raw(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(lossy(self.load_bytes(key).await?))
     }
 
-    /// The update script: KEYS[1] = the session, KEYS[2] = its user index to slide, if any.
+    /// The update script: KEYS[1] = the session, KEYS[2] = its user index, if any.
     async fn run_update(
         &self,
         key: &str,
-        index_key: Option<&str>,
+        index: Option<IndexEntry<'_>>,
         change: &Change,
         now_ms: u64,
         ttl: Duration,
@@ -204,13 +209,14 @@ impl<C: Connector> RedisStore<C> {
         let mut conn = self.connector.connection()?;
         let mut invocation = self.update.prepare_invoke();
         invocation.key(key);
-        if let Some(index) = index_key {
-            invocation.key(index);
+        if let Some(index) = index {
+            invocation.key(index.key);
         }
         invocation
             .arg(ttl_ms(ttl))
             .arg(now_ms)
-            .arg(change.set.len());
+            .arg(change.set.len())
+            .arg(index.map_or(0, |i| i.deadline_ms));
         for (k, v) in &change.set {
             invocation.arg(k).arg(v);
         }
@@ -375,15 +381,13 @@ impl<C: Connector> SessionStore for RedisStore<C> {
         change: &Change,
         now_ms: u64,
         ttl: Duration,
-        index_key: &str,
+        index: IndexEntry<'_>,
     ) -> Result<bool, StoreError> {
         if !self.connector.cross_slot() {
-            return self
-                .run_update(key, Some(index_key), change, now_ms, ttl)
-                .await;
+            return self.run_update(key, Some(index), change, now_ms, ttl).await;
         }
-        // Redis Cluster: the index lives in another slot, so it is refreshed by its own script.
-        super::update_then_touch_index(self, key, change, now_ms, ttl, index_key).await
+        // Redis Cluster: the index lives in another slot, so it is written by its own script.
+        super::update_then_index(self, key, change, now_ms, ttl, index).await
     }
 
     async fn regenerate(
@@ -451,18 +455,6 @@ impl<C: Connector> SessionStore for RedisStore<C> {
         Ok(())
     }
 
-    async fn index_touch(&self, index_key: &str, ttl: Duration) -> Result<(), StoreError> {
-        let mut conn = self.connector.connection()?;
-        let _: i64 = self
-            .index_touch
-            .key(index_key)
-            .arg(ttl_ms(ttl))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(store_error)?;
-        Ok(())
-    }
-
     async fn index_remove(&self, index_key: &str, keys: &[String]) -> Result<(), StoreError> {
         if keys.is_empty() {
             return Ok(());
@@ -485,13 +477,19 @@ impl<C: Connector> SessionStore for RedisStore<C> {
         now_ms: u64,
     ) -> Result<Vec<(String, Option<SessionRecord>)>, StoreError> {
         let mut conn = self.connector.connection()?;
-        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        let members: Vec<Vec<u8>> = redis::cmd("ZRANGEBYSCORE")
             .arg(index_key)
             .arg(now_ms)
             .arg("+inf")
             .query_async(&mut conn)
             .await
             .map_err(store_error)?;
+        // The sidecar writes only hex keys; anything else in the index is not one of its
+        // sessions and must not make the whole listing (and so a logout) fail.
+        let members: Vec<String> = members
+            .into_iter()
+            .filter_map(|m| String::from_utf8(m).ok())
+            .collect();
         let mut found = Vec::new();
         for chunk in members.chunks(256) {
             let loads =
@@ -523,23 +521,13 @@ impl<C: Connector> SessionStore for RedisStore<C> {
 /// deadline_ms (the score), now_ms, the session's TTL in ms. Prunes entries past their
 /// deadline. The index lives at least as long as the session just written and never longer
 /// than the longest-lived of its sessions' TTLs: every TTL is at most `idle_timeout`, and
-/// [`INDEX_TOUCH_SCRIPT`] slides it with every refresh, so a user whose last session idles
+/// [`UPDATE_SCRIPT`] slides it with every refresh, so a user whose last session idles
 /// out leaves nothing behind.
 const INDEX_ADD_SCRIPT: &str = r#"
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 local ttl = tonumber(ARGV[4])
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return 1
-"#;
-
-/// Extends a user index's TTL to at least ARGV[1] ms (never shortens it; a missing index is
-/// not created). KEYS[1] = index. Returns 0 when the index does not exist.
-const INDEX_TOUCH_SCRIPT: &str = r#"
-local left = redis.call('PTTL', KEYS[1])
-if left == -2 then return 0 end
-local ttl = tonumber(ARGV[1])
-if left < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1
 "#;
 
