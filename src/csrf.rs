@@ -17,9 +17,9 @@
 //! | other | absent | anything else, `null` included | refuse (`origin`) |
 //!
 //! A request that would be refused is allowed when its path starts with an exempt prefix and
-//! is clean (no `.`/`..` segment, no encoded `.`, `/`, `\` or `%`, no `\`), so that
-//! `/webhooks/../admin` never borrows the exemption of `/webhooks/`. A GET costs one
-//! comparison of the method; nothing on any path allocates.
+//! is clean (no `.`/`..` segment, no `;`, no encoded `.`, `/`, `\`, `%` or `;`, no `\`), so
+//! that neither `/webhooks/../admin` nor `/webhooks/..%3b/admin` borrows the exemption of
+//! `/webhooks/`. A GET costs one comparison of the method; nothing on any path allocates.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -273,21 +273,21 @@ fn origin_matches_host(origin: &[u8], host: &[u8]) -> bool {
         && origin.port.or(default_port) == host.port.or(default_port)
 }
 
-/// A path the app cannot resolve to somewhere else: no `.` or `..` segment (also with
-/// `;parameters`), no percent-encoded `.`, `/`, `\` or `%`, no `\`.
+/// A path the app cannot resolve to somewhere else: no `.` or `..` segment, no `;` (path
+/// parameters, which apps such as Spring or Tomcat strip, after decoding, before they route),
+/// no percent-encoded `.`, `/`, `\`, `%` or `;`, no `\`.
 fn is_clean_path(path: &[u8]) -> bool {
-    let dot_segment = path.split(|b| *b == b'/').any(|segment| {
-        let name = segment.split(|b| *b == b';').next().unwrap_or_default();
-        name == b"." || name == b".."
-    });
+    let dot_segment = path
+        .split(|b| *b == b'/')
+        .any(|segment| segment == b"." || segment == b"..");
     let encoded = path.windows(3).any(|w| {
         w[0] == b'%'
             && matches!(
                 [w[1], w[2].to_ascii_lowercase()],
-                [b'2', b'e' | b'f' | b'5'] | [b'5', b'c']
+                [b'2', b'e' | b'f' | b'5'] | [b'5', b'c'] | [b'3', b'b']
             )
     });
-    !dot_segment && !encoded && !path.contains(&b'\\')
+    !dot_segment && !encoded && !path.contains(&b'\\') && !path.contains(&b';')
 }
 
 /// Lets a log line through at most once per interval and counts the ones held back.
@@ -595,6 +595,11 @@ mod tests {
             ("/webhooks/..", false),
             ("/webhooks/./x", false),
             ("/webhooks/..;/admin", false),
+            ("/webhooks/..%3b/admin", false),
+            ("/webhooks/..%3B/admin", false),
+            ("/webhooks/.%3b/admin", false),
+            ("/webhooks/github;jsessionid=1", false),
+            ("/webhooks/github%3bx", false),
             ("/webhooks/%2e%2e/admin", false),
             ("/webhooks/%2E%2E/admin", false),
             ("/webhooks/..%2fadmin", false),
