@@ -22,7 +22,6 @@
 //! `/webhooks/`. A GET costs one comparison of the method; nothing on any path allocates.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::header::{HOST, ORIGIN};
@@ -31,6 +30,7 @@ use prometheus::IntCounter;
 
 use crate::config::{CsrfConfig, CsrfMode};
 use crate::metrics::Metrics;
+use crate::throttle::Throttle;
 
 /// The Fetch Metadata request header browsers send with every request.
 pub const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
@@ -288,49 +288,6 @@ fn is_clean_path(path: &[u8]) -> bool {
             )
     });
     !dot_segment && !encoded && !path.contains(&b'\\') && !path.contains(&b';')
-}
-
-/// Lets a log line through at most once per interval and counts the ones held back.
-pub struct Throttle {
-    start: Instant,
-    interval_ms: u64,
-    /// Milliseconds since `start` from which the next line may be logged.
-    next_ms: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl Throttle {
-    pub fn new(interval: Duration) -> Throttle {
-        Throttle {
-            start: Instant::now(),
-            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
-            next_ms: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(n)` when a line may be logged at `now`, `n` lines having been held back since
-    /// the previous one; `None` (and one more held back) otherwise.
-    pub fn admit(&self, now: Instant) -> Option<u64> {
-        let now_ms = u64::try_from(now.saturating_duration_since(self.start).as_millis())
-            .unwrap_or(u64::MAX);
-        let next = self.next_ms.load(Ordering::Relaxed);
-        if now_ms >= next
-            && self
-                .next_ms
-                .compare_exchange(
-                    next,
-                    now_ms.saturating_add(self.interval_ms),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            return Some(self.suppressed.swap(0, Ordering::Relaxed));
-        }
-        self.suppressed.fetch_add(1, Ordering::Relaxed);
-        None
-    }
 }
 
 /// Attacker-controlled bytes made safe for a log line: escaped, cut at [`LOGGED_BYTES`].
@@ -645,19 +602,6 @@ mod tests {
         assert!(!p.is_trusted(b"http://admin.example.com"));
         assert!(!p.is_trusted(b"http://localhost:3001"));
         assert!(!p.is_trusted(b"null"));
-    }
-
-    #[test]
-    fn throttle_lets_one_line_through_per_interval_and_counts_the_rest() {
-        let t = Throttle::new(Duration::from_secs(1));
-        let start = t.start;
-        assert_eq!(t.admit(start), Some(0));
-        for i in 1..=5 {
-            assert_eq!(t.admit(start + Duration::from_millis(100 * i)), None);
-        }
-        assert_eq!(t.admit(start + Duration::from_millis(1000)), Some(5));
-        assert_eq!(t.admit(start + Duration::from_millis(1500)), None);
-        assert_eq!(t.admit(start + Duration::from_secs(10)), Some(1));
     }
 
     #[test]
