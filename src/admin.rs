@@ -34,7 +34,7 @@ impl SessionApi {
 
     /// Constant-time check of an `Authorization` header value.
     fn authorized(&self, header: Option<&[u8]>) -> bool {
-        let Some(presented) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+        let Some(presented) = header.and_then(bearer_token) else {
             return false;
         };
         let digest: [u8; 32] = Sha256::digest(presented).into();
@@ -44,6 +44,17 @@ impl SessionApi {
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value: the scheme in any case
+/// (RFC 9110 §11.1), then one or more spaces; `None` for another scheme or no token.
+fn bearer_token(header: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = header.trim_ascii().split_at_checked(b"Bearer".len())?;
+    if !scheme.eq_ignore_ascii_case(b"Bearer") {
+        return None;
+    }
+    let token = rest.trim_ascii_start();
+    (token.len() < rest.len() && !token.is_empty()).then_some(token)
 }
 
 pub struct AdminApp {
@@ -260,9 +271,35 @@ mod tests {
         let api = SessionApi::new("the-admin-token-123");
         assert!(api.authorized(Some(b"Bearer the-admin-token-123")));
         assert!(!api.authorized(Some(b"Bearer the-admin-token-12")));
-        assert!(!api.authorized(Some(b"bearer the-admin-token-123")));
+        assert!(!api.authorized(Some(b"Bearer the-admin-token-1234")));
+        assert!(!api.authorized(Some(b"Bearer The-admin-token-123")));
         assert!(!api.authorized(Some(b"the-admin-token-123")));
         assert!(!api.authorized(None));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_may_be_followed_by_several_spaces() {
+        let api = SessionApi::new("the-admin-token-123");
+        for ok in [
+            &b"bearer the-admin-token-123"[..],
+            b"BEARER the-admin-token-123",
+            b"bEaReR the-admin-token-123",
+            b"Bearer   the-admin-token-123",
+            b"Bearer \tthe-admin-token-123",
+        ] {
+            assert!(api.authorized(Some(ok)), "{}", ok.escape_ascii());
+        }
+        for refused in [
+            &b"Bearerthe-admin-token-123"[..],
+            b"Bearer",
+            b"Bearer ",
+            b"Basic the-admin-token-123",
+            b"Bearers the-admin-token-123",
+            b"Bearer the-admin-token-123 extra",
+            b"",
+        ] {
+            assert!(!api.authorized(Some(refused)), "{}", refused.escape_ascii());
+        }
     }
 
     #[test]

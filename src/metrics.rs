@@ -183,7 +183,7 @@ impl Metrics {
         );
         let upstream_errors = counter(
             "sidecar_upstream_errors_total",
-            "Requests that failed because the app could not be reached or broke off.",
+            "Requests that failed because the app could not be reached, broke off (502) or did not answer in time (504).",
         );
         let client_headers_stripped = counter(
             "sidecar_client_session_headers_stripped_total",

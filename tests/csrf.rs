@@ -235,6 +235,9 @@ async fn the_decision_table_through_the_binary() {
         ("/webhooks/github", None, Some("https://github.com"), None, Allow),
         ("/webhooks/../admin", Some("cross-site"), None, None, BySecFetchSite),
         ("/webhooks/%2e%2e/admin", Some("cross-site"), None, None, BySecFetchSite),
+        ("/webhooks/..%3b/admin", Some("cross-site"), None, None, BySecFetchSite),
+        ("/webhooks/..%3B/admin", None, Some("https://github.com"), None, ByOrigin),
+        ("/webhooks/github;jsessionid=1", Some("cross-site"), None, None, BySecFetchSite),
         ("/webhooksx", Some("cross-site"), None, None, BySecFetchSite),
         ("/api/webhooks/x", None, Some("https://github.com"), None, ByOrigin),
     ];

@@ -57,6 +57,23 @@ async fn admin(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// An admin session API call with this exact `Authorization` value.
+async fn admin_with(
+    sidecar: &Sidecar,
+    method: reqwest::Method,
+    query: &str,
+    authorization: &str,
+) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .request(method, sidecar.admin_url(&format!("/sessions{query}")))
+        .header("authorization", authorization)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test]
 async fn destroy_all_ends_exactly_the_users_sessions() {
     let redis = Redis::start();
@@ -160,6 +177,24 @@ async fn admin_api_lists_and_deletes_with_the_token_only() {
             assert!(s[field].as_str().unwrap().ends_with('Z'), "{s}");
         }
         assert_eq!(s.as_object().unwrap().len(), 3, "{s}");
+    }
+
+    // The scheme is case-insensitive and may be followed by several spaces (RFC 9110 §11).
+    for authorization in [
+        format!("bearer {TOKEN}"),
+        format!("BEARER {TOKEN}"),
+        format!("Bearer   {TOKEN}"),
+    ] {
+        let (status, body) = admin_with(&sidecar, get.clone(), "?user=alice", &authorization).await;
+        assert_eq!(
+            (status, &body["count"]),
+            (200, &json!(3)),
+            "{status} {body}"
+        );
+    }
+    for authorization in [format!("Bearer{TOKEN}"), format!("Basic {TOKEN}")] {
+        let (status, _) = admin_with(&sidecar, get.clone(), "?user=alice", &authorization).await;
+        assert_eq!(status, 401);
     }
 
     let start = Instant::now();

@@ -4,11 +4,13 @@
 //! every spelling; the session cookie hidden from the app; set/merge/delete semantics with
 //! types; several `X-Session-Set` headers in order; regenerate and destroy; rejected sets
 //! applied not at all; ASCII-only encoding; hashed store keys; forged, tampered and
-//! expired cookies never adopted; secret rotation; instructions never reaching the client.
+//! expired cookies never adopted; secret rotation; instructions never reaching the client;
+//! the several `Cookie` fields of an HTTP/2 request reaching the app as one header.
 
 mod common;
 
 use common::*;
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 async fn setup() -> (Redis, Backend, Sidecar) {
@@ -192,6 +194,65 @@ async fn session_cookie_is_hidden_from_the_app_and_other_cookies_pass_unchanged(
     // Only the session cookie: no Cookie header left at all.
     let r = raw.get("/", &[("cookie", &format!("sid={cookie}"))]).await;
     assert_eq!(r.body["cookie"], json!([]));
+}
+
+/// One GET over h2c (HTTP/2 with prior knowledge, no TLS) with a real HTTP/2 client (hyper);
+/// each `(name, value)` is a header field of its own, as browsers send `cookie` over HTTP/2.
+async fn h2c_get(port: u16, headers: &[(&str, &str)]) -> (u16, Value) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut request = hyper::Request::get(format!("http://127.0.0.1:{port}/"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = http_body_util::Empty::<hyper::body::Bytes>::new();
+    let response = sender
+        .send_request(request.body(body).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn http2_cookie_fields_reach_the_app_as_one_header_with_or_without_the_session() {
+    let backend = Backend::start().await;
+    let sidecar = Sidecar::start(&Settings::memory(), &backend.addr());
+    let mut client = Client::new(&sidecar);
+    client.set(r#"{"a":1}"#).await;
+    let session = format!("{COOKIE}={}", client.cookie.clone().unwrap());
+
+    // RFC 9113 §8.2.3: joined with "; " before the HTTP/1.1 hop.
+    let (status, seen) = h2c_get(sidecar.port, &[("cookie", "a=1"), ("cookie", "b=2")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(seen["cookie"], json!(["a=1; b=2"]), "{seen}");
+    assert_eq!(seen["x_session"], json!({}));
+
+    let (status, seen) = h2c_get(
+        sidecar.port,
+        &[("cookie", "a=1"), ("cookie", &session), ("cookie", "b=2")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(seen["cookie"], json!(["a=1; b=2"]), "{seen}");
+    assert_eq!(seen["x_session"], json!({"a": 1}));
+
+    let (_, seen) = h2c_get(sidecar.port, &[("cookie", "a=1;  b=2")]).await;
+    assert_eq!(
+        seen["cookie"],
+        json!(["a=1;  b=2"]),
+        "one field passes unchanged"
+    );
 }
 
 #[tokio::test]

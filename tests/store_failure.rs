@@ -5,7 +5,7 @@
 //! fail_open shows `{}` and drops (and counts) unsaved changes; neither clears the client's
 //! cookie, not even for a logout that could not be saved; both recover by themselves when Redis returns, with the data intact (appendonly);
 //! /readyz follows the store; a dead app gives a quick 502 and the sidecar serves again when
-//! it is back.
+//! it is back; an app that never answers gives 504 after `upstream_read_timeout`.
 
 mod common;
 
@@ -319,4 +319,46 @@ async fn upstream_down_gives_a_quick_502_and_recovers() {
         .await
     );
     assert_eq!(client.session().await, json!({"a": 1}));
+}
+
+#[tokio::test]
+async fn an_app_that_never_answers_gives_504_after_the_read_timeout() {
+    // An app that accepts connections and never answers (nor closes them).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let mut settings = Settings::memory();
+    settings.upstream_read_timeout = "300ms";
+    let sidecar = Sidecar::start(&settings, &local(addr));
+    let mut client = Client::new(&sidecar);
+
+    let start = Instant::now();
+    let r = client.get("/", &[]).await;
+    let took = start.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text);
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    assert!(r.set_cookies().is_empty());
+    // Counted in the logging phase, just after the response went out.
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            sidecar.metric("sidecar_upstream_errors_total").await == 1.0
+                && sidecar.metric("sidecar_requests_total{code=\"504\"}").await == 1.0
+        })
+        .await,
+        "{:?}",
+        sidecar.metrics().await
+    );
+    assert_eq!(
+        sidecar.metric("sidecar_requests_total{code=\"502\"}").await,
+        0.0
+    );
+    silent.abort();
 }

@@ -32,7 +32,9 @@ pub fn client_gone(e: &Error) -> bool {
 }
 
 /// The status to answer a request that failed to proxy with; `None` when there is nobody
-/// left to answer (the client went away).
+/// left to answer (the client went away). The app not answering within
+/// `upstream_read_timeout` is 504; any other upstream failure (refused, connect timeout,
+/// broken off, invalid response) is 502.
 pub fn error_status(e: &Error, store_failed: bool) -> Option<u16> {
     if store_failed {
         return Some(503);
@@ -43,7 +45,10 @@ pub fn error_status(e: &Error, store_failed: bool) -> Option<u16> {
     Some(match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
         _ => match e.esource() {
-            ErrorSource::Upstream => 502,
+            ErrorSource::Upstream => match e.etype() {
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
+                _ => 502,
+            },
             ErrorSource::Downstream => 400,
             ErrorSource::Internal | ErrorSource::Unset => 500,
         },
@@ -73,6 +78,17 @@ mod tests {
         let upstream = Error::new(ErrorType::ConnectRefused).into_up();
         assert_eq!(error_status(&upstream, false), Some(502));
         assert_eq!(error_status(&upstream, true), Some(503));
+        let connect_timeout = Error::new(ErrorType::ConnectTimedout).into_up();
+        assert_eq!(error_status(&connect_timeout, false), Some(502));
+        let broken = Error::new(ErrorType::ConnectionClosed).into_up();
+        assert_eq!(error_status(&broken, false), Some(502));
+        let slow = Error::new(ErrorType::ReadTimedout).into_up();
+        assert_eq!(error_status(&slow, false), Some(504));
+        assert_eq!(error_status(&slow, true), Some(503));
+        let not_reading = Error::new(ErrorType::WriteTimedout).into_up();
+        assert_eq!(error_status(&not_reading, false), Some(504));
+        let slow_client = Error::new(ErrorType::ReadTimedout).into_down();
+        assert_eq!(error_status(&slow_client, false), Some(400));
         let status = Error::new(ErrorType::HTTPStatus(431));
         assert_eq!(error_status(&status, false), Some(431));
         let gone = Error::new(ErrorType::ConnectionClosed).into_down();

@@ -34,13 +34,14 @@ pub fn strip_client_copies(req: &mut RequestHeader) -> usize {
 }
 
 /// Takes every session cookie out of the request's `Cookie` headers (the other cookies
-/// pass unchanged) and returns their values, first to last.
+/// pass unchanged) and returns their values, first to last. The app gets at most one
+/// `Cookie` header: several (as HTTP/2 clients send them) are joined with `; ` before the
+/// HTTP/1.1 hop (RFC 9113 §8.2.3), with or without a session cookie among them.
 pub fn take_session_cookies(req: &mut RequestHeader, name: &str) -> Result<Vec<Vec<u8>>> {
-    let split = cookie::split_cookies(
-        name,
-        req.headers.get_all(COOKIE).iter().map(|v| v.as_bytes()),
-    );
-    if !split.found {
+    let cookies = req.headers.get_all(COOKIE);
+    let several = cookies.iter().nth(1).is_some();
+    let split = cookie::split_cookies(name, cookies.iter().map(|v| v.as_bytes()));
+    if !split.found && !several {
         return Ok(Vec::new());
     }
     req.remove_header(&COOKIE);

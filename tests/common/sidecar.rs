@@ -36,6 +36,8 @@ pub struct Settings {
     pub max_bytes: usize,
     pub secrets: Vec<&'static str>,
     pub store_timeout: &'static str,
+    /// `upstream_read_timeout`.
+    pub upstream_read_timeout: &'static str,
     /// Raw YAML appended under the top level (for keys the tests want to add).
     pub extra: String,
     /// Raw YAML appended inside `session:`.
@@ -67,6 +69,7 @@ impl Settings {
             max_bytes: 4096,
             secrets: vec![SECRET],
             store_timeout: "500ms",
+            upstream_read_timeout: "5s",
             extra: String::new(),
             session_extra: String::new(),
             cookie_extra: String::new(),
@@ -97,13 +100,14 @@ impl Settings {
              threads: 2\n\
              grace_period: 5s\n\
              upstream_connect_timeout: 500ms\n\
-             upstream_read_timeout: 5s\n\
+             upstream_read_timeout: {}\n\
              cookie:\n  name: {COOKIE}\n  secure: false\n  secrets: [{}]\n{}\
              session:\n  idle_timeout: {}\n  absolute_timeout: {}\n  max_bytes: {}\n{}\
              store:\n{store}  timeout: {}\n\
              on_store_error: {}\n\
              log:\n  level: info\n  access: true\n  format: {}\n\
              {}",
+            self.upstream_read_timeout,
             secrets.join(", "),
             self.cookie_extra,
             self.idle_timeout,
