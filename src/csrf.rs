@@ -276,7 +276,7 @@ fn origin_matches_host(origin: &[u8], host: &[u8]) -> bool {
 /// A path the app cannot resolve to somewhere else: no `.` or `..` segment, no `;` (path
 /// parameters, which apps such as Spring or Tomcat strip, after decoding, before they route),
 /// no percent-encoded `.`, `/`, `\`, `%` or `;`, no `\`.
-fn is_clean_path(path: &[u8]) -> bool {
+pub(crate) fn is_clean_path(path: &[u8]) -> bool {
     let dot_segment = path
         .split(|b| *b == b'/')
         .any(|segment| segment == b"." || segment == b"..");

@@ -741,7 +741,8 @@ fn ipv6_text(ip: Ipv6Addr) -> String {
 }
 
 /// An exempt path is a prefix of request paths: it starts with `/`, and has no query,
-/// fragment, wildcard, whitespace or control character (none of which could ever match).
+/// fragment, wildcard, whitespace or control character, nor anything that makes a request
+/// path never exempt (none of which could ever match).
 fn check_exempt_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("`{path}` must start with /"));
@@ -754,6 +755,12 @@ fn check_exempt_path(path: &str) -> Result<(), String> {
     if path.contains('*') {
         return Err(format!(
             "`{path}` is a prefix, not a pattern: leave out the *"
+        ));
+    }
+    if !crate::csrf::is_clean_path(path.as_bytes()) {
+        return Err(format!(
+            "`{path}` could never match: a path with a `.` or `..` segment, `;`, `\\`, or an \
+             encoded `.`, `/`, `\\`, `;` or `%` is never exempt"
         ));
     }
     if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -844,6 +851,9 @@ mod tests {
             ("/hooks#x", "fragment"),
             ("/hooks/*", "not a pattern"),
             ("/hooks /x", "whitespace"),
+            ("/hooks/../admin", "could never match"),
+            ("/hooks;v=1", "could never match"),
+            ("/hooks%2fx", "could never match"),
         ] {
             let e = check_exempt_path(bad).expect_err(bad);
             assert!(e.contains(reason), "{bad}: {e}");
