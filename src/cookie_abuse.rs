@@ -5,11 +5,14 @@
 //! [`WARN_INTERVAL`], carrying the number of rejections since the previous warning. IPv6
 //! clients are grouped by their /64 network, the unit an attacker usually controls. Whatever
 //! the number of addresses, at most one warning is logged per [`LOG_INTERVAL`] overall, with
-//! the number of due warnings held back since the previous line (`suppressed`); an address
-//! whose warning was held back stays due, so it is named at one of its next rejections.
-//! Memory is bounded: at most [`MAX_TRACKED`] addresses are tracked; when the table is full,
-//! entries not warned about within the interval are dropped, and if that frees nothing the
-//! table starts over (at worst some addresses are reported again early).
+//! the number of rejections held back since the previous line (`suppressed`: each rejection
+//! that found its address's warning due but the line budget spent counts once, so a noisy
+//! address counts about its request rate); an address whose warning was held back stays due,
+//! so it is named at one of its next rejections. Memory is bounded: at most [`MAX_TRACKED`]
+//! addresses are tracked; when the table is full, entries not warned about within the
+//! interval are dropped (with their pending counts: past that many addresses, the per-second
+//! line and its `suppressed` total are what remains), and if that frees nothing the table
+//! starts over (at worst some addresses are reported again early).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -26,7 +29,8 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
 pub const MAX_TRACKED: usize = 10_000;
 
 /// A warning to log: `count` rejections from `client` since its previous warning, and
-/// `suppressed` warnings (of any address) held back since the previous line.
+/// `suppressed` rejections (of any address) whose due warning was held back since the
+/// previous line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
     pub client: String,

@@ -177,9 +177,13 @@ impl Recorder {
                     recorded.lock().unwrap().push(head);
                     // An interim answer first: 103 Early Hints carrying instructions and
                     // a session cookie of its own, then the final answer.
-                    if path.as_slice() == b"/early" {
+                    if path.starts_with(b"/early") {
                         let interim: &[u8] = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nX-Session-Set: {\"hint\":1}\r\nX-Session-Action: destroy\r\nSet-Cookie: sid=app-made\r\n\r\n";
                         let _ = stream.write_all(interim).await;
+                        // `/early-then-close`: the app dies after its interim answer.
+                        if path.as_slice() == b"/early-then-close" {
+                            return;
+                        }
                     }
                     let extra: &[u8] = match path.as_slice() {
                         b"/set" => b"X-Session-Set: {\"user\":\"u1\"}\r\n",
@@ -666,6 +670,15 @@ async fn an_interim_103_neither_settles_the_session_nor_reaches_the_client_with_
     let seen: Value =
         serde_json::from_slice(&values_of(&recorder.last(), "x-session").remove(0)).unwrap();
     assert_eq!(seen, json!({"user": "u1", "cart": [9]}));
+
+    // An app that dies after its 103: the client still gets a final answer, 502.
+    let interim = raw(sidecar.port, &get("/early-then-close", &[&with_cookie])).await;
+    assert_eq!(interim.status, 103);
+    assert_eq!(parse_response(&interim.body).status, 502);
+    assert!(
+        sidecar.metric("sidecar_requests_total{code=\"502\"}").await >= 1.0,
+        "counted as 502, not as 103"
+    );
 }
 
 #[tokio::test]

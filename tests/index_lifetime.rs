@@ -182,9 +182,10 @@ async fn unreadable_metadata_is_no_session_never_a_panic() {
 }
 
 /// Keys under the prefix that the sidecar did not write as they are: a session key holding a
-/// string, an index member that is not UTF-8, an index member naming a string key. Each is
-/// no session: a miss for the proxy (not a 503 until the key expires), skipped by the admin
-/// API and by a logout, which still end the user's real sessions.
+/// string, an index member that is not UTF-8, an index member naming a string key, a user
+/// index holding a string. Each is no session: a miss for the proxy (not a 503 until the key
+/// expires), skipped by the admin API and by a logout, which still end the user's real
+/// sessions; and a user's sessions still take writes.
 #[tokio::test]
 async fn keys_of_another_type_and_foreign_index_members_are_no_session() {
     use sha2::Digest;
@@ -234,4 +235,20 @@ async fn keys_of_another_type_and_foreign_index_members_are_no_session() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["destroyed"], 1, "{body}");
     assert_eq!(real.session().await, json!({}), "logged out");
+
+    // A user index replaced by a string: the user's sessions still take writes (the session
+    // is written; only its index entry cannot be).
+    let mut erin = login(&sidecar, "erin").await;
+    let index = format!(
+        "session:user:{}",
+        hex::encode(sha2::Sha256::digest(json!("erin").to_string().as_bytes()))
+    );
+    assert!(redis.cli(&["DEL", &index]).is_some());
+    assert!(redis.cli(&["SET", &index, "not an index"]).is_some());
+    let r = erin.set(r#"{"cart":[1]}"#).await;
+    assert_eq!(r.status, 200, "the write is saved and answered as such");
+    assert_eq!(
+        erin.session().await,
+        json!({"user_id": "erin", "cart": [1]})
+    );
 }

@@ -278,7 +278,12 @@ impl ProxyHttp for SessionProxy {
     ) -> FailToProxy {
         let code = failure::error_status(e, ctx.store_failure);
         if let Some(code) = code {
-            if session.response_written().is_none() {
+            // Nothing final was sent yet: nothing at all, or only an interim 1xx, after which
+            // a final answer may still follow.
+            let final_sent = session.response_written().is_some_and(|r| {
+                !r.status.is_informational() || r.status == StatusCode::SWITCHING_PROTOCOLS
+            });
+            if !final_sent {
                 if let Err(err) = Self::respond_empty(session, code).await {
                     tracing::debug!(error = %err, "could not send the error response");
                 }

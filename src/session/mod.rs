@@ -442,25 +442,20 @@ impl Engine {
                 Err(e) => failed(e),
             },
             (Step::DestroyAll { user }, Some(live)) => {
-                // This session first: if it already ended while the request was at the app,
-                // the response applies nothing (SPEC §4.7), and sends no cookie that could
-                // replace one the browser got meanwhile.
-                match self
-                    .store
-                    .destroy_many(&user, std::slice::from_ref(&live.key))
-                    .await
-                {
-                    Ok(0) => {
+                // If this session already ended while the request was at the app, the
+                // response applies nothing (SPEC §4.7), and sends no cookie that could
+                // replace one the browser got meanwhile. It is itself ended last.
+                match self.store.load(&live.key).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
                         tally.dropped = Some(DropReason::SessionEnded);
                         return done(CookieDecision::Keep, Outcome::Ended);
                     }
-                    Ok(_) => {}
                     Err(e) => return failed(e),
                 }
                 let field = self.policy.user_field.as_deref().unwrap_or_default();
-                match users::log_out(&self.store, field, &user).await {
-                    Ok(others) => {
-                        let n = others + 1;
+                match users::log_out(&self.store, field, &user, Some(&live.key)).await {
+                    Ok(n) => {
                         tally.write_ok = Some(true);
                         tally.destroyed = Some(("destroy_all", n));
                         tracing::info!(sessions = n, "destroy-all ended every session of a user");
@@ -543,7 +538,7 @@ impl Engine {
         let Some(field) = self.policy.user_field.as_deref() else {
             return Ok(0);
         };
-        let n = users::log_out(&self.store, field, user).await?;
+        let n = users::log_out(&self.store, field, user, None).await?;
         self.metrics
             .sessions_destroyed
             .with_label_values(&["admin"])

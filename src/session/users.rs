@@ -49,16 +49,24 @@ pub async fn sessions_of(
 /// How many times [`log_out`] lists the index at most.
 const LOG_OUT_ROUNDS: usize = 4;
 
-/// Ends every session of `user` found through the index. Returns how many existed.
+/// Ends every session of `user` found through the index, and `last` (the session of a
+/// `destroy-all`) after all the others. Returns how many existed.
 ///
 /// The index is listed again after each round of deletes, until a listing finds nothing
 /// new: a regenerate of one of the user's sessions that was in flight during the first
 /// listing has either landed (its new key is indexed and live, so the next listing finds it)
 /// or will find its old session gone and write nothing. Without that second look, a login
-/// renewed while "log out everywhere" ran would survive it.
-pub async fn log_out(store: &Store, field: &str, user: &str) -> Result<usize, StoreError> {
+/// renewed while "log out everywhere" ran would survive it. `last` goes last so that a
+/// logout that fails half way leaves the session that asked for it, to ask again.
+pub async fn log_out(
+    store: &Store,
+    field: &str,
+    user: &str,
+    last: Option<&str>,
+) -> Result<usize, StoreError> {
     let mut ended = 0;
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: std::collections::HashSet<String> =
+        last.map(str::to_string).into_iter().collect();
     for _ in 0..LOG_OUT_ROUNDS {
         let keys: Vec<String> = sessions_of(store, field, user)
             .await?
@@ -71,6 +79,9 @@ pub async fn log_out(store: &Store, field: &str, user: &str) -> Result<usize, St
         }
         ended += store.destroy_many(user, &keys).await?;
         seen.extend(keys);
+    }
+    if let Some(last) = last {
+        ended += store.destroy_many(user, &[last.to_string()]).await?;
     }
     Ok(ended)
 }
@@ -126,19 +137,37 @@ mod tests {
         assert_eq!(to_unindex(None, Some("a")), None);
     }
 
-    /// A memory store where a regenerate of `from` into `to` lands just before the first
-    /// destroy of `from`: a login renewed between a logout's listing and its deletes.
-    struct RenewedDuringLogout {
-        inner: crate::store::memory::MemoryStore,
-        from: String,
-        to: String,
+    /// A memory store where things happen during a logout: with `renew`, a regenerate of
+    /// `from` into `to` lands just before the first destroy of `from` (a login renewed
+    /// between a logout's listing and its deletes); with `fail`, destroying that key fails.
+    #[derive(Default)]
+    struct Scripted {
+        inner: Option<crate::store::memory::MemoryStore>,
+        renew: Option<(&'static str, &'static str)>,
+        fail: Option<&'static str>,
         fired: std::sync::atomic::AtomicBool,
     }
 
+    impl Scripted {
+        fn inner(&self) -> &crate::store::memory::MemoryStore {
+            self.inner.as_ref().expect("a store")
+        }
+
+        fn into_store(mut self) -> Store {
+            self.inner = Some(crate::store::memory::MemoryStore::open(100, None));
+            Store::new(
+                std::sync::Arc::new(self),
+                Duration::from_secs(1),
+                "s:",
+                std::sync::Arc::new(crate::metrics::Metrics::new()),
+            )
+        }
+    }
+
     #[async_trait::async_trait]
-    impl crate::store::SessionStore for RenewedDuringLogout {
+    impl crate::store::SessionStore for Scripted {
         async fn load(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
-            self.inner.load(key).await
+            self.inner().load(key).await
         }
         async fn create(
             &self,
@@ -147,7 +176,7 @@ mod tests {
             now_ms: u64,
             ttl: Duration,
         ) -> Result<(), StoreError> {
-            self.inner.create(key, fields, now_ms, ttl).await
+            self.inner().create(key, fields, now_ms, ttl).await
         }
         async fn update(
             &self,
@@ -156,7 +185,7 @@ mod tests {
             now_ms: u64,
             ttl: Duration,
         ) -> Result<bool, StoreError> {
-            self.inner.update(key, change, now_ms, ttl).await
+            self.inner().update(key, change, now_ms, ttl).await
         }
         async fn regenerate(
             &self,
@@ -166,19 +195,24 @@ mod tests {
             now_ms: u64,
             ttl: Duration,
         ) -> Result<bool, StoreError> {
-            self.inner
+            self.inner()
                 .regenerate(old_key, new_key, change, now_ms, ttl)
                 .await
         }
         async fn destroy(&self, key: &str) -> Result<bool, StoreError> {
-            if key == self.from && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                let renewed = self
-                    .inner
-                    .regenerate(&self.from, &self.to, &Change::default(), now_ms(), TTL)
-                    .await?;
-                assert!(renewed, "the regenerate landed");
+            if self.fail == Some(key) {
+                return Err(StoreError::Unavailable("scripted failure".into()));
             }
-            self.inner.destroy(key).await
+            if let Some((from, to)) = self.renew {
+                if key == from && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let renewed = self
+                        .inner()
+                        .regenerate(from, to, &Change::default(), now_ms(), TTL)
+                        .await?;
+                    assert!(renewed, "the regenerate landed");
+                }
+            }
+            self.inner().destroy(key).await
         }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())
@@ -191,12 +225,12 @@ mod tests {
             now_ms: u64,
             ttl: Duration,
         ) -> Result<(), StoreError> {
-            self.inner
+            self.inner()
                 .index_add(index_key, key, deadline_ms, now_ms, ttl)
                 .await
         }
         async fn index_remove(&self, index_key: &str, keys: &[String]) -> Result<(), StoreError> {
-            self.inner.index_remove(index_key, keys).await
+            self.inner().index_remove(index_key, keys).await
         }
         async fn user_sessions(
             &self,
@@ -205,7 +239,7 @@ mod tests {
             user: &str,
             now_ms: u64,
         ) -> Result<Vec<(String, Option<SessionRecord>)>, StoreError> {
-            self.inner
+            self.inner()
                 .user_sessions(index_key, user_field, user, now_ms)
                 .await
         }
@@ -215,18 +249,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_renewed_while_its_user_is_logged_out_everywhere_is_ended_too() {
-        let inner = RenewedDuringLogout {
-            inner: crate::store::memory::MemoryStore::open(100, None),
-            from: "s:old".into(),
-            to: "s:new".into(),
-            fired: Default::default(),
-        };
-        let store = Store::new(
-            std::sync::Arc::new(inner),
-            Duration::from_secs(1),
-            "s:",
-            std::sync::Arc::new(crate::metrics::Metrics::new()),
-        );
+        let store = Scripted {
+            renew: Some(("s:old", "s:new")),
+            ..Default::default()
+        }
+        .into_store();
         let user = "\"ann\"";
         let fields = vec![("uid".to_string(), user.to_string())];
         let (now, deadline) = (now_ms(), now_ms() + 600_000);
@@ -236,10 +263,31 @@ mod tests {
         for key in ["s:old", "s:other", "s:new"] {
             store.index_add(user, key, deadline, TTL).await.unwrap();
         }
-        let ended = log_out(&store, "uid", user).await.unwrap();
+        let ended = log_out(&store, "uid", user, None).await.unwrap();
         assert_eq!(ended, 2, "s:other, and s:new (s:old had become s:new)");
         for key in ["s:old", "s:other", "s:new"] {
             assert!(store.load(key).await.unwrap().is_none(), "{key} ended");
         }
+    }
+
+    #[tokio::test]
+    async fn a_logout_that_fails_half_way_leaves_the_session_that_asked_for_it() {
+        let store = Scripted {
+            fail: Some("s:other"),
+            ..Default::default()
+        }
+        .into_store();
+        let user = "\"ann\"";
+        let fields = vec![("uid".to_string(), user.to_string())];
+        let (now, deadline) = (now_ms(), now_ms() + 600_000);
+        for key in ["s:me", "s:other"] {
+            store.create(key, &fields, now, TTL).await.unwrap();
+            store.index_add(user, key, deadline, TTL).await.unwrap();
+        }
+        assert!(log_out(&store, "uid", user, Some("s:me")).await.is_err());
+        assert!(
+            store.load("s:me").await.unwrap().is_some(),
+            "the session that asked can ask again"
+        );
     }
 }

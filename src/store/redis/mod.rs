@@ -77,7 +77,8 @@ return 1
 ///
 /// `PEXPIRE` answers 0 for a missing key, so it is the existence check and the expiry refresh
 /// in one call, before anything is written: an ended session is never recreated, nor put
-/// back in an index. Two to three `redis.call`s and no mode dispatch: ≈ 20 % fewer Redis
+/// back in an index. The index entry is written with `pcall`: an index key of another type
+/// (not the sidecar's) must not fail an update whose session part is already written. Two to three `redis.call`s and no mode dispatch: ≈ 20 % fewer Redis
 /// instructions than [`WRITE_SCRIPT`] for the same update (`benches/redis_scripts.py`).
 /// `unpack` is chunked to stay within Lua's stack.
 const UPDATE_SCRIPT: &str = r#"
@@ -96,7 +97,7 @@ for i = last + 1, #ARGV, 2000 do
   redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 1999, #ARGV)))
 end
 if KEYS[2] then
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[4], key)
+  redis.pcall('ZADD', KEYS[2], 'NX', ARGV[4], key)
   if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
 end
 return 1
