@@ -161,22 +161,25 @@ impl AdminApp {
 
     /// Pings the store. A broken connection fails its first command and reconnects, so a
     /// failure that is not a timeout is retried once: a store that is back reads as ready.
+    /// Ready when the store answers within `store.timeout`: a ping, and one more when the
+    /// first found a dropped connection (the reconnect may answer), both within that time.
     async fn ready(&self) -> Result<(), StoreError> {
         let store = self.engine.store();
-        match store.ping().await {
-            Err(StoreError::Timeout(_)) => Err(StoreError::Timeout(store.timeout())),
-            Err(_) => store.ping().await,
-            Ok(()) => Ok(()),
-        }
+        let limit = store.timeout();
+        let attempts = async {
+            match store.ping().await {
+                Err(StoreError::Timeout(_)) => Err(StoreError::Timeout(limit)),
+                Err(_) => store.ping().await,
+                Ok(()) => Ok(()),
+            }
+        };
+        tokio::time::timeout(limit, attempts)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(limit)))
     }
 
     async fn sessions_api(&self, method: &Method, user: Option<String>) -> Answer {
-        if self.engine.policy().user_field.is_none() {
-            return json_answer(
-                StatusCode::CONFLICT,
-                json!({"error": "session.user_field is not configured, so sessions are not indexed by user"}),
-            );
-        }
+        // A request without a user is refused first (400, SPEC §9), whatever the config.
         let user = match user {
             Some(u) if !u.is_empty() => u,
             _ => {
@@ -186,6 +189,12 @@ impl AdminApp {
                 )
             }
         };
+        if self.engine.policy().user_field.is_none() {
+            return json_answer(
+                StatusCode::CONFLICT,
+                json!({"error": "session.user_field is not configured, so sessions are not indexed by user"}),
+            );
+        }
         let store_failed = |e: StoreError, destroyed: Option<usize>| {
             let mut body = json!({"error": format!("store: {e}")});
             if let Some(n) = destroyed {

@@ -23,7 +23,7 @@ struct Cli {
     /// Path of the configuration file.
     #[arg(long, short = 'c', default_value = "proxy.yaml")]
     config: PathBuf,
-    /// Validate the configuration and exit: 0 when valid, 1 with one line per problem.
+    /// Validate the configuration and exit: 0 when valid, 2 with one line per problem.
     #[arg(long)]
     check: bool,
     /// Take over the listening sockets of a running sidecar (zero-downtime restart).

@@ -43,6 +43,12 @@ pub fn resolve_upstream(upstream: &str) -> Result<SocketAddr, String> {
 /// Runs the sidecar; returns only on a startup error (otherwise the process exits).
 pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let upstream = resolve_upstream(&config.upstream)?;
+    if !options.upgrade {
+        // pingora would retry a taken address for half a minute, then lose the listener in a
+        // worker thread while the process (and its health endpoints) stayed up: refuse at
+        // start instead. An upgrade takes the old process's sockets, so it binds nothing.
+        check_addresses_free(&config)?;
+    }
     let metrics = Arc::new(Metrics::new());
     let store =
         Store::from_config(&config.store, metrics.clone()).map_err(|e| format!("store: {e}"))?;
@@ -125,6 +131,18 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
     server.run(RunArgs::default());
     finish.finish();
     std::process::exit(0);
+}
+
+/// Binds `listen` and `admin_listen` together once and lets them go: an address already in
+/// use (by another process, or by the other listener) is a start-up error naming its key.
+fn check_addresses_free(config: &Config) -> Result<(), String> {
+    let listen = std::net::TcpListener::bind(config.listen)
+        .map_err(|e| format!("listen: {}: {e}", config.listen))?;
+    if let Some(admin) = config.admin_listen {
+        std::net::TcpListener::bind(admin).map_err(|e| format!("admin_listen: {admin}: {e}"))?;
+    }
+    drop(listen);
+    Ok(())
 }
 
 /// Saves what must survive the process exactly once, whichever path ends it.

@@ -212,3 +212,66 @@ fn check_reports_bad_csrf_entries_with_their_index() {
     let (code, _, err) = run(&["--check"], &fixed, &[SECRET_ENV]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// Starts the binary on `yaml` and waits (20 s at most) for it to exit: its code and stderr.
+fn start_and_wait_for_exit(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let err_path = dir.path().join("stderr");
+    let mut child = Command::new(binary())
+        .arg("--config")
+        .arg(&path)
+        .env("SESSION_SECRET", SECRET_ENV.1)
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "still running after 20 s: {}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(&err_path).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn an_address_in_use_is_a_start_error_naming_its_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let memory = "upstream: \"127.0.0.1:9\"\ncookie:\n  secrets: [\"${SESSION_SECRET}\"]\n";
+
+    let yaml = format!("listen: \"127.0.0.1:{port}\"\n{memory}");
+    let (code, err) = start_and_wait_for_exit(&yaml);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("listen: 127.0.0.1:{port}: ")),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    // The admin listener on the client listener's port.
+    drop(taken);
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let yaml = format!("listen: \"127.0.0.1:{port}\"\nadmin_listen: \"0.0.0.0:{port}\"\n{memory}");
+    let (code, err) = start_and_wait_for_exit(&yaml);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("admin_listen: 0.0.0.0:{port}: ")),
+        "{err}"
+    );
+}

@@ -175,13 +175,15 @@ async fn slow_redis_never_holds_a_request_past_the_timeout_and_service_recovers(
     let limit = Duration::from_millis(TIMEOUT_MS + MARGIN_MS);
 
     for fault in ["CLIENT PAUSE", "DEBUG SLEEP"] {
-        let slow_for = Duration::from_millis(1500);
+        let slow_for = Duration::from_millis(3000);
         let port = redis.port.to_string();
+        // Counted from before redis-cli starts: every wave below ends before the fault does.
+        let started = Instant::now();
         let blocker = std::thread::spawn(move || {
             let args: Vec<&str> = if fault == "CLIENT PAUSE" {
-                vec!["CLIENT", "PAUSE", "1500", "ALL"]
+                vec!["CLIENT", "PAUSE", "3000", "ALL"]
             } else {
-                vec!["DEBUG", "SLEEP", "1.5"]
+                vec!["DEBUG", "SLEEP", "3"]
             };
             std::process::Command::new("redis-cli")
                 .args(["-p", &port])
@@ -189,12 +191,22 @@ async fn slow_redis_never_holds_a_request_past_the_timeout_and_service_recovers(
                 .output()
                 .unwrap()
         });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let began = Instant::now();
+        // The waves start once the fault is in effect (however slowly redis-cli started):
+        // a session request is answered 503.
+        let probe = &clients[0];
+        let in_effect = eventually(Duration::from_millis(1500), || async move {
+            probe.clone().get("/", &[]).await.status == 503
+        })
+        .await;
+        assert!(in_effect, "{fault}: the store became slow");
         let mut results = Vec::new();
-        while began.elapsed() + limit < slow_for - Duration::from_millis(100) {
+        while started.elapsed() + limit < slow_for - Duration::from_millis(100) {
             results.extend(wave(&clients, &sidecar).await);
         }
+        assert!(
+            !results.is_empty(),
+            "{fault}: no wave fitted in the slow period"
+        );
         let worst = results.iter().map(|r| r.2).max().unwrap();
         let by_kind = |kind: &str| -> Vec<u16> {
             results
@@ -203,9 +215,14 @@ async fn slow_redis_never_holds_a_request_past_the_timeout_and_service_recovers(
                 .map(|r| r.1)
                 .collect()
         };
+        let slowest_of = |kind: &str| results.iter().filter(|r| r.0 == kind).map(|r| r.2).max();
         eprintln!(
-            "slow redis ({fault} 1.5 s, store.timeout {TIMEOUT_MS} ms): {} requests, slowest {worst:?}",
-            results.len()
+            "slow redis ({fault} 3 s, store.timeout {TIMEOUT_MS} ms): {} requests, slowest {worst:?} \
+             (session {:?}, anonymous {:?}, readyz {:?})",
+            results.len(),
+            slowest_of("session"),
+            slowest_of("anonymous"),
+            slowest_of("readyz"),
         );
         assert!(worst < limit, "{fault}: a request waited {worst:?}");
         assert!(

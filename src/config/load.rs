@@ -172,10 +172,26 @@ fn typed(mut tree: Value, problems: &mut Problems) -> Option<FileConfig> {
 }
 
 /// serde_yaml appends " at line N column M" which refers to the expanded tree, not the file.
+/// A type error quotes the value it found (`invalid type: string "…", expected …`), and that
+/// value may be a secret (a `${SESSION_SECRET}` written where a list belongs): the value is
+/// left out, the types stay.
 fn clean_serde_message(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
+    let message = match message.find(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    let quotes_a_value =
+        message.starts_with("invalid type: ") || message.starts_with("invalid value: ");
+    match (quotes_a_value, message.find(", expected ")) {
+        (true, Some(expected)) => {
+            let found = &message[..expected];
+            let kind = match found.find(['"', '`', '\'']) {
+                Some(q) => found[..q].trim_end(),
+                None => found,
+            };
+            format!("{kind}{}", &message[expected..])
+        }
+        _ => message.to_string(),
     }
 }
 

@@ -541,3 +541,57 @@ fn csrf_problems_name_the_entry() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn a_type_error_names_the_types_never_the_value() {
+    // A secret written where a list belongs, and one that is not a string.
+    let text = "listen: \"127.0.0.1:8080\"\nupstream: \"127.0.0.1:3000\"\n\
+                cookie:\n  secrets: \"${SESSION_SECRET}\"\n\
+                admin:\n  token: 12345678901234567890\n";
+    let lines = errors(text);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "cookie.secrets: invalid type: string, expected a sequence"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("admin.token: invalid type: integer, expected")),
+        "{lines:?}"
+    );
+    for l in &lines {
+        assert!(!l.contains(SECRET) && !l.contains("1234567890"), "{l}");
+    }
+}
+
+#[test]
+fn a_persist_path_in_a_missing_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = dir.path().join("sessions.json");
+    let missing = dir.path().join("no-such-dir/sessions.json");
+    let yaml = |path: &std::path::Path| {
+        format!(
+            "{}store:\n  kind: memory\n  persist_path: \"{}\"\n",
+            minimal(),
+            path.display()
+        )
+    };
+    assert_eq!(errors(&yaml(&ok)), Vec::<String>::new());
+    assert_eq!(
+        errors(&yaml(&missing)),
+        [format!(
+            "store.persist_path: `{}`: the directory `{}` does not exist",
+            missing.display(),
+            dir.path().join("no-such-dir").display()
+        )]
+    );
+    assert_eq!(
+        errors(&yaml(dir.path())),
+        [format!(
+            "store.persist_path: `{}` is a directory; name a file",
+            dir.path().display()
+        )]
+    );
+}

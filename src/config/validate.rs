@@ -532,9 +532,15 @@ fn validate_store(s: FileStore, p: &mut Problems) -> Option<StoreConfig> {
             if max_sessions == 0 {
                 p.add("store.max_sessions", "must be at least 1");
             }
+            let persist_path = s.persist_path.map(PathBuf::from);
+            if let Some(path) = &persist_path {
+                if let Err(message) = check_persist_path(path) {
+                    p.add("store.persist_path", message);
+                }
+            }
             StoreBackend::Memory {
                 max_sessions,
-                persist_path: s.persist_path.map(PathBuf::from),
+                persist_path,
             }
         }
     };
@@ -738,6 +744,29 @@ fn ipv6_text(ip: Ipv6Addr) -> String {
         Some((start, len)) => format!("{}::{}", hex(&pieces[..start]), hex(&pieces[start + len..])),
         None => hex(&pieces),
     }
+}
+
+/// The memory store's file is written at shutdown: its directory must exist then, so it is
+/// checked now (a file that cannot be written would lose every session at the first stop).
+fn check_persist_path(path: &std::path::Path) -> Result<(), String> {
+    let shown = path.display();
+    if path.file_name().is_none() {
+        return Err(format!("`{shown}` must name a file"));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "`{shown}`: the directory `{}` does not exist",
+            dir.display()
+        ));
+    }
+    if path.is_dir() {
+        return Err(format!("`{shown}` is a directory; name a file"));
+    }
+    Ok(())
 }
 
 /// An exempt path is a prefix of request paths: it starts with `/`, and has no query,

@@ -375,7 +375,16 @@ impl MemoryStore {
         let tmp = PathBuf::from(tmp);
         {
             use std::io::Write;
-            let mut file = std::fs::File::create(&tmp)?;
+            use std::os::unix::fs::OpenOptionsExt;
+            // Session data: readable by the sidecar's user only (a fresh file, so the mode
+            // applies).
+            let _ = std::fs::remove_file(&tmp);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
         }
@@ -537,7 +546,8 @@ impl SessionStore for MemoryStore {
 
     async fn close(&self) {
         if let Err(e) = self.persist() {
-            tracing::error!(error = %e, "could not save the memory store");
+            let path = self.persist_path.as_deref().unwrap_or(Path::new(""));
+            tracing::error!(path = %path.display(), error = %e, "could not save the memory store: its sessions are lost");
         }
     }
 }
@@ -587,6 +597,13 @@ mod tests {
             .await
             .unwrap();
         store.persist().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "session data readable by its owner only"
+        );
         let reopened = MemoryStore::open(10, Some(path.clone()));
         assert_eq!(reopened.load("k").await.unwrap().unwrap().fields, fields(2));
 

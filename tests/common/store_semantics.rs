@@ -173,41 +173,37 @@ pub async fn run_suite(store: Arc<dyn SessionStore>, prefix: &str) {
         assert_eq!(rec.fields, vec![("i".to_string(), i.to_string())]);
     }
 
-    // expiry, and refresh pushing it out
-    store
-        .create(
-            &key("short"),
-            &fields(&[("a", "1")]),
-            now_ms(),
-            Duration::from_millis(400),
-        )
-        .await
-        .unwrap();
-    store
-        .create(
-            &key("kept"),
-            &fields(&[("a", "1")]),
-            now_ms(),
-            Duration::from_millis(400),
-        )
-        .await
-        .unwrap();
+    // expiry, and refresh pushing it out: two sessions with the same TTL; one is refreshed
+    // half way. Once the other has expired, the refreshed one must still be there (without
+    // the refresh it would have gone at the same moment). Generous times: a slow machine
+    // only makes the waits longer, never the check weaker.
+    let short_ttl = Duration::from_millis(1500);
+    for name in ["short", "kept"] {
+        store
+            .create(&key(name), &fields(&[("a", "1")]), now_ms(), short_ttl)
+            .await
+            .unwrap();
+    }
     assert!(
         store.load(&key("short")).await.unwrap().is_some(),
         "alive before its TTL"
     );
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(store
         .update(
             &key("kept"),
             &Change::default(),
             now_ms(),
-            Duration::from_millis(1000)
+            Duration::from_secs(10)
         )
         .await
         .unwrap());
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(store.load(&key("short")).await.unwrap(), None, "expired");
+    let expired = super::poll::eventually(Duration::from_secs(10), || async {
+        store.load(&key("short")).await.unwrap().is_none()
+    })
+    .await;
+    assert!(expired, "expired");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         store.load(&key("kept")).await.unwrap().is_some(),
         "refreshed"
