@@ -82,7 +82,11 @@ fn rfc3339(ms: u64) -> String {
 fn user_candidates(id: &str) -> Vec<String> {
     let mut out = vec![to_ascii_json(&Value::String(id.to_string()))];
     if let Ok(v @ (Value::Number(_) | Value::Bool(_))) = serde_json::from_str::<Value>(id) {
-        out.push(to_ascii_json(&v));
+        // Only as spelled: ` 42` or `042` is the string, not the number.
+        let scalar = to_ascii_json(&v);
+        if scalar == id {
+            out.push(scalar);
+        }
     }
     out
 }
@@ -159,10 +163,9 @@ impl AdminApp {
         }
     }
 
-    /// Pings the store. A broken connection fails its first command and reconnects, so a
-    /// failure that is not a timeout is retried once: a store that is back reads as ready.
-    /// Ready when the store answers within `store.timeout`: a ping, and one more when the
-    /// first found a dropped connection (the reconnect may answer), both within that time.
+    /// Ready when the store answers within `store.timeout`. A broken connection fails its
+    /// first command and reconnects, so a failure that is not a timeout is retried once (a
+    /// store that is back reads as ready), both attempts within that one `store.timeout`.
     async fn ready(&self) -> Result<(), StoreError> {
         let store = self.engine.store();
         let limit = store.timeout();
@@ -318,5 +321,10 @@ mod tests {
             vec!["\"42\"".to_string(), "42".to_string()]
         );
         assert_eq!(user_candidates("alice"), vec!["\"alice\"".to_string()]);
+        assert_eq!(user_candidates("true"), vec!["\"true\"", "true"]);
+        // Only the canonical spelling means the number.
+        for loose in [" 42", "42 ", "042", "+42"] {
+            assert_eq!(user_candidates(loose).len(), 1, "{loose:?}");
+        }
     }
 }
