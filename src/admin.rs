@@ -77,6 +77,30 @@ fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
+/// The `user=` of an admin query, decoded (`+` is a space, as in any form-encoded query: send
+/// a `+` as `%2B`). A repeated `user=`, or one that does not decode to UTF-8, is refused rather
+/// than guessed at: a logout must end the sessions of exactly the user meant.
+fn user_param(query: Option<&str>) -> Result<Option<String>, &'static str> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    let mut found = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key != "user" {
+            continue;
+        }
+        if found.is_some() {
+            return Err("give user= once");
+        }
+        // Invalid UTF-8 decodes to U+FFFD; a real U+FFFD arrives encoded as %EF%BF%BD.
+        if value.contains('\u{FFFD}') && !query.to_ascii_uppercase().contains("%EF%BF%BD") {
+            return Err("user= is not percent-encoded UTF-8");
+        }
+        found = Some(value.into_owned());
+    }
+    Ok(found)
+}
+
 /// The user field values an admin's `user=ID` may mean: the string, and the JSON scalar
 /// it spells (so `user=42` finds sessions whose user field is `42` or `"42"`).
 fn user_candidates(id: &str) -> Vec<String> {
@@ -146,12 +170,12 @@ impl AdminApp {
                             json!({"error": "missing or wrong bearer token"}),
                         );
                     }
-                    let user = req.uri.query().and_then(|q| {
-                        form_urlencoded::parse(q.as_bytes())
-                            .find(|(k, _)| k == "user")
-                            .map(|(_, v)| v.into_owned())
-                    });
-                    self.sessions_api(method, user).await
+                    match user_param(req.uri.query()) {
+                        Ok(user) => self.sessions_api(method, user).await,
+                        Err(error) => {
+                            json_answer(StatusCode::BAD_REQUEST, json!({ "error": error }))
+                        }
+                    }
                 }
             },
             _ => (
@@ -312,6 +336,28 @@ mod tests {
         ] {
             assert!(!api.authorized(Some(refused)), "{}", refused.escape_ascii());
         }
+    }
+
+    #[test]
+    fn the_user_parameter_is_decoded_once_and_never_guessed() {
+        assert_eq!(user_param(None), Ok(None));
+        assert_eq!(user_param(Some("other=1")), Ok(None));
+        assert_eq!(user_param(Some("user=alice")), Ok(Some("alice".into())));
+        assert_eq!(
+            user_param(Some("user=a%2Bb%40x.com")),
+            Ok(Some("a+b@x.com".into()))
+        );
+        assert_eq!(user_param(Some("user=a+b")), Ok(Some("a b".into())));
+        assert_eq!(
+            user_param(Some("user=%C3%A9l%C3%A9na")),
+            Ok(Some("éléna".into()))
+        );
+        assert_eq!(
+            user_param(Some("user=%EF%BF%BD")),
+            Ok(Some("\u{FFFD}".into()))
+        );
+        assert!(user_param(Some("user=%E9")).is_err(), "not UTF-8");
+        assert!(user_param(Some("user=42&user=alice")).is_err(), "twice");
     }
 
     #[test]

@@ -159,6 +159,14 @@ async fn admin_api_lists_and_deletes_with_the_token_only() {
         admin(&sidecar, delete.clone(), "", Some(TOKEN)).await.0,
         400
     );
+    // Never a guess at which user was meant: a repeated user=, or one that is not UTF-8.
+    for query in ["?user=alice&user=bob", "?user=%E9"] {
+        assert_eq!(
+            admin(&sidecar, delete.clone(), query, Some(TOKEN)).await.0,
+            400,
+            "{query}"
+        );
+    }
 
     let (status, body) = admin(&sidecar, get.clone(), "?user=alice", Some(TOKEN)).await;
     assert_eq!(status, 200);
