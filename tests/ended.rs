@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
@@ -57,18 +56,6 @@ fn slow_request(client: &Client, delay_ms: u64) -> tokio::task::JoinHandle<Reply
         )
         .await
     })
-}
-
-/// Waits until the slow request has reached the app (its session was loaded as live), so
-/// the session ends while the request is in flight however slow the machine is.
-async fn at_the_app(backend: &Backend, hits_before: usize) {
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            backend.hits.load(Ordering::SeqCst) > hits_before
-        })
-        .await,
-        "the slow request reached the app"
-    );
 }
 
 /// What every race checks of the late response.
@@ -145,9 +132,9 @@ async fn race(settings: Settings, redis: Option<&Redis>, how: Ender) {
     let created = sidecar.metric("sidecar_sessions_created_total").await;
     let dropped = sidecar.metric(DROPPED).await;
 
-    let hits = backend.hits.load(Ordering::SeqCst);
+    let hits = backend.hit_count();
     let slow = slow_request(&client, 1500);
-    at_the_app(&backend, hits).await;
+    backend.wait_for_request_after(hits).await;
     end(&sidecar, &client, how).await;
     if let Some(redis) = redis {
         assert!(session_keys(redis).is_empty(), "{how:?} ended the session");
@@ -222,9 +209,9 @@ async fn late_response_after_destroy_all_changes_nothing_cluster() {
     assert_eq!(second_device.session().await["user_id"], "alice");
     let dropped = sidecar.metric(DROPPED).await;
 
-    let hits = backend.hits.load(Ordering::SeqCst);
+    let hits = backend.hit_count();
     let slow = slow_request(&client, 1500);
-    at_the_app(&backend, hits).await;
+    backend.wait_for_request_after(hits).await;
     end(&sidecar, &second_device, Ender::DestroyAll).await;
     let late = slow.await.unwrap();
 
@@ -245,9 +232,9 @@ async fn late_response_after_regenerate_leaves_the_new_login_alone() {
     let client = login(&sidecar).await;
     let dropped = sidecar.metric(DROPPED).await;
 
-    let hits = backend.hits.load(Ordering::SeqCst);
+    let hits = backend.hit_count();
     let slow = slow_request(&client, 1500);
-    at_the_app(&backend, hits).await;
+    backend.wait_for_request_after(hits).await;
     let mut other_tab = client.clone();
     let r = other_tab
         .get(
@@ -349,7 +336,7 @@ async fn late_logout_after_regenerate(action: &'static str) {
     let sidecar = Sidecar::start(&with_users(Settings::memory()), &backend.addr());
     let client = login(&sidecar).await;
     let dropped = sidecar.metric(DROPPED).await;
-    let hits = backend.hits.load(Ordering::SeqCst);
+    let hits = backend.hit_count();
     let mut slow = client.clone();
     let late = tokio::spawn(async move {
         slow.get(
@@ -358,7 +345,7 @@ async fn late_logout_after_regenerate(action: &'static str) {
         )
         .await
     });
-    at_the_app(&backend, hits).await;
+    backend.wait_for_request_after(hits).await;
     let mut other_tab = client.clone();
     let r = other_tab.action("regenerate").await;
     assert_eq!(r.set_cookies().len(), 1, "the login's new cookie");

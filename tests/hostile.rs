@@ -525,14 +525,7 @@ async fn cookie_bytes_that_are_not_utf8_pass_through_unchanged() {
     let recorder = Recorder::start().await;
     let sidecar = Sidecar::start(&Settings::memory(), &recorder.addr());
     let set = raw(sidecar.port, &get("/set", &[])).await;
-    let set_cookie = set.header("set-cookie").expect("session created");
-    let cookie = set_cookie
-        .strip_prefix(&format!("{COOKIE}="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = set_session_cookie(&set).expect("session created");
 
     let mut request =
         b"GET /read HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: a=\xff\xfe\x80; ".to_vec();
@@ -698,16 +691,7 @@ async fn app_instructions_match_any_case_and_no_spelling_reaches_the_client() {
             "{name} reached the client"
         );
     }
-    let set_cookie = reply
-        .header("set-cookie")
-        .expect("the hyphen spellings created a session");
-    let cookie = set_cookie
-        .strip_prefix(&format!("{COOKIE}="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = set_session_cookie(&reply).expect("the hyphen spellings created a session");
     raw(
         sidecar.port,
         &get("/read", &[&format!("Cookie: {COOKIE}={cookie}")]),

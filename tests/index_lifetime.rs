@@ -188,7 +188,6 @@ async fn unreadable_metadata_is_no_session_never_a_panic() {
 /// sessions; and a user's sessions still take writes.
 #[tokio::test]
 async fn keys_of_another_type_and_foreign_index_members_are_no_session() {
-    use sha2::Digest;
     let redis = Redis::start();
     let backend = Backend::start().await;
     let sidecar = Sidecar::start(&settings(&redis, "30m"), &backend.addr());
@@ -201,10 +200,7 @@ async fn keys_of_another_type_and_foreign_index_members_are_no_session() {
     assert_eq!(r.status, 200, "a miss, not a store failure");
     assert_eq!(r.session(), json!({}));
 
-    let index = format!(
-        "session:user:{}",
-        hex::encode(sha2::Sha256::digest(json!("dave").to_string().as_bytes()))
-    );
+    let index = user_index_key(&json!("dave").to_string());
     let mut conn = redis::Client::open(redis.url())
         .unwrap()
         .get_connection()
@@ -239,10 +235,7 @@ async fn keys_of_another_type_and_foreign_index_members_are_no_session() {
     // A user index replaced by a string: the user's sessions still take writes (the session
     // is written; only its index entry cannot be).
     let mut erin = login(&sidecar, "erin").await;
-    let index = format!(
-        "session:user:{}",
-        hex::encode(sha2::Sha256::digest(json!("erin").to_string().as_bytes()))
-    );
+    let index = user_index_key(&json!("erin").to_string());
     assert!(redis.cli(&["DEL", &index]).is_some());
     assert!(redis.cli(&["SET", &index, "not an index"]).is_some());
     let r = erin.set(r#"{"cart":[1]}"#).await;

@@ -256,16 +256,10 @@ async fn sigterm_stops_an_idle_sidecar_quickly_and_drains_in_flight_requests() {
 
     sidecar.restart();
     let mut slow = Client::new(&sidecar);
-    let hits = backend.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let hits = backend.hit_count();
     let request = tokio::spawn(async move { slow.get("/", &[("x-delay-ms", "1500")]).await });
     // SIGTERM once the request is at the app (however slow the machine).
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            backend.hits.load(std::sync::atomic::Ordering::SeqCst) > hits
-        })
-        .await,
-        "the slow request reached the app"
-    );
+    backend.wait_for_request_after(hits).await;
     // The backend runs on this runtime: wait for the exit without blocking it.
     let took = tokio::task::block_in_place(|| sidecar.terminate(Duration::from_secs(10)));
     let r = request.await.unwrap();

@@ -333,7 +333,6 @@ async fn index_entries_go_when_sessions_expire_and_the_index_expires_itself() {
 /// did not name the user yet) and the session escaped that logout and every later one.
 #[tokio::test]
 async fn a_listing_between_a_logins_index_entry_and_its_write_does_not_hide_the_session() {
-    use sha2::Digest;
     let redis = Redis::start();
     let backend = Backend::start().await;
     let sidecar = Sidecar::start(&settings(&redis), &backend.addr());
@@ -341,16 +340,8 @@ async fn a_listing_between_a_logins_index_entry_and_its_write_does_not_hide_the_
     assert_eq!(c.set(r#"{"theme":"dark"}"#).await.status, 200);
     let key = session_key(c.cookie.as_deref().unwrap());
     let user = json!("mallory").to_string();
-    let index = format!(
-        "session:user:{}",
-        hex::encode(sha2::Sha256::digest(user.as_bytes()))
-    );
-    let deadline = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        + 3_600_000)
-        .to_string();
+    let index = user_index_key(&user);
+    let deadline = (session_sidecar::store::now_ms() + 3_600_000).to_string();
 
     // 1. The login's index entry (what `index_add` writes).
     assert!(redis.cli(&["ZADD", &index, &deadline, &key]).is_some());

@@ -111,7 +111,7 @@ async fn fail_closed_write_failure_is_a_503_not_a_silent_loss() {
     let mut client = Client::new(&sidecar);
     client.set(r#"{"n":1}"#).await;
     // Kill Redis while the app is answering: the load succeeded, the write cannot.
-    let hits = backend.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let hits = backend.hit_count();
     let mut c = client.clone();
     let request = tokio::spawn(async move {
         c.get(
@@ -123,13 +123,7 @@ async fn fail_closed_write_failure_is_a_503_not_a_silent_loss() {
         )
         .await
     });
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            backend.hits.load(std::sync::atomic::Ordering::SeqCst) > hits
-        })
-        .await,
-        "the request reached the app"
-    );
+    backend.wait_for_request_after(hits).await;
     redis.kill();
     let r = request.await.unwrap();
     assert_eq!(r.status, 503, "{}", r.text);
@@ -155,15 +149,21 @@ async fn fail_closed_write_failure_is_a_503_not_a_silent_loss() {
     );
 }
 
-#[tokio::test]
-async fn fail_open_redis_killed_and_restarted() {
-    let mut redis = Redis::start_with(true);
+/// A `fail_open` sidecar on `redis` and a client whose session holds `{"user":"bob"}`.
+async fn fail_open_with_a_session(redis: &Redis) -> (Backend, Sidecar, Client) {
     let backend = Backend::start().await;
-    let mut settings = Settings::redis(&redis);
+    let mut settings = Settings::redis(redis);
     settings.fail_open = true;
     let sidecar = Sidecar::start(&settings, &backend.addr());
     let mut client = Client::new(&sidecar);
     client.set(r#"{"user":"bob"}"#).await;
+    (backend, sidecar, client)
+}
+
+#[tokio::test]
+async fn fail_open_redis_killed_and_restarted() {
+    let mut redis = Redis::start_with(true);
+    let (_backend, sidecar, mut client) = fail_open_with_a_session(&redis).await;
     let cookie = client.cookie.clone().unwrap();
 
     redis.kill();
@@ -210,13 +210,8 @@ async fn fail_open_redis_killed_and_restarted() {
 #[tokio::test]
 async fn fail_open_keeps_the_cookie_when_a_logout_cannot_be_saved() {
     let mut redis = Redis::start_with(true);
-    let backend = Backend::start().await;
-    let mut settings = Settings::redis(&redis);
-    settings.fail_open = true;
-    let sidecar = Sidecar::start(&settings, &backend.addr());
-    let mut client = Client::new(&sidecar);
-    client.set(r#"{"user":"bob"}"#).await;
-    let hits = backend.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let (backend, _sidecar, client) = fail_open_with_a_session(&redis).await;
+    let hits = backend.hit_count();
     let mut slow = client.clone();
     let logout = tokio::spawn(async move {
         slow.get(
@@ -228,13 +223,7 @@ async fn fail_open_keeps_the_cookie_when_a_logout_cannot_be_saved() {
         )
         .await
     });
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            backend.hits.load(std::sync::atomic::Ordering::SeqCst) > hits
-        })
-        .await,
-        "the logout reached the app"
-    );
+    backend.wait_for_request_after(hits).await;
     redis.kill();
     let r = logout.await.unwrap();
     assert_eq!(r.status, 200);

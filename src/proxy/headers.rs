@@ -33,6 +33,12 @@ pub fn strip_client_copies(req: &mut RequestHeader) -> usize {
     spoofed.len()
 }
 
+/// An interim answer (`100 Continue`, `103 Early Hints`): a final one follows. `101` ends the
+/// HTTP exchange, so it is final.
+pub fn is_interim(status: http::StatusCode) -> bool {
+    status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS
+}
+
 /// Takes every session cookie out of the request's `Cookie` headers (the other cookies
 /// pass unchanged) and returns their values, first to last. The app gets at most one
 /// `Cookie` header: several (as HTTP/2 clients send them) are joined with `; ` before the

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, StatusCode};
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
@@ -54,7 +54,7 @@ pub struct RequestCtx {
     store_failure: bool,
     outcome: Outcome,
     /// The `X-Session` value for the app, added to the upstream request as its last step.
-    x_session: Option<HeaderValue>,
+    x_session: HeaderValue,
     _in_flight: InFlightGuard,
 }
 
@@ -147,7 +147,7 @@ impl ProxyHttp for SessionProxy {
             loaded: Loaded::Anonymous,
             store_failure: false,
             outcome: Outcome::Anonymous,
-            x_session: None,
+            x_session: HeaderValue::from_static("{}"),
             _in_flight: InFlightGuard(self.metrics.in_flight.clone()),
         }
     }
@@ -189,11 +189,10 @@ impl ProxyHttp for SessionProxy {
             }
         }
         ctx.loaded = loaded;
-        ctx.x_session = Some(match x_session {
-            Some(v) => HeaderValue::try_from(v)
-                .map_err(|e| Error::because(ErrorType::InternalError, "X-Session value", e))?,
-            None => HeaderValue::from_static("{}"),
-        });
+        if let Some(v) = x_session {
+            ctx.x_session = HeaderValue::try_from(v)
+                .map_err(|e| Error::because(ErrorType::InternalError, "X-Session value", e))?;
+        }
         Ok(false)
     }
 
@@ -203,11 +202,7 @@ impl ProxyHttp for SessionProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let value = ctx
-            .x_session
-            .clone()
-            .unwrap_or_else(|| HeaderValue::from_static("{}"));
-        self.send_session(upstream_request, value)
+        self.send_session(upstream_request, ctx.x_session.clone())
     }
 
     async fn upstream_peer(
@@ -233,7 +228,7 @@ impl ProxyHttp for SessionProxy {
         // An interim answer (100 Continue, 103 Early Hints) is not the response: the session
         // is settled once, on the final one, so here instructions and the app's session
         // cookie are only removed. 101 ends the HTTP exchange, so it is the final response.
-        if resp.status.is_informational() && resp.status != StatusCode::SWITCHING_PROTOCOLS {
+        if headers::is_interim(resp.status) {
             headers::strip_instructions(resp);
             headers::drop_app_session_cookie(resp, self.engine.codec().name())?;
             return Ok(());
@@ -280,9 +275,9 @@ impl ProxyHttp for SessionProxy {
         if let Some(code) = code {
             // Nothing final was sent yet: nothing at all, or only an interim 1xx, after which
             // a final answer may still follow.
-            let final_sent = session.response_written().is_some_and(|r| {
-                !r.status.is_informational() || r.status == StatusCode::SWITCHING_PROTOCOLS
-            });
+            let final_sent = session
+                .response_written()
+                .is_some_and(|r| !headers::is_interim(r.status));
             if !final_sent {
                 if let Err(err) = Self::respond_empty(session, code).await {
                     tracing::debug!(error = %err, "could not send the error response");

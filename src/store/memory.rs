@@ -67,16 +67,25 @@ impl Sessions {
         }
     }
 
-    fn remove_member(&mut self, index: &str, key: &str) {
+    /// Takes `key` out of `index` (dropping the index when it empties); its `memberships`
+    /// are the caller's to keep right.
+    fn drop_entry(&mut self, index: &str, key: &str) -> bool {
         let Some(members) = self.users.get_mut(index) else {
-            return;
+            return false;
         };
-        if members.remove(key).is_none() {
-            return;
+        let dropped = members.remove(key).is_some();
+        if dropped {
+            self.user_entries -= 1;
         }
-        self.user_entries -= 1;
         if members.is_empty() {
             self.users.remove(index);
+        }
+        dropped
+    }
+
+    fn remove_member(&mut self, index: &str, key: &str) {
+        if !self.drop_entry(index, key) {
+            return;
         }
         if let Some(indexes) = self.memberships.get_mut(key) {
             indexes.retain(|i| i != index);
@@ -89,14 +98,7 @@ impl Sessions {
     /// Takes session `key` out of every index it is in.
     fn unindex(&mut self, key: &str) {
         for index in self.memberships.remove(key).unwrap_or_default() {
-            if let Some(members) = self.users.get_mut(&index) {
-                if members.remove(key).is_some() {
-                    self.user_entries -= 1;
-                }
-                if members.is_empty() {
-                    self.users.remove(&index);
-                }
-            }
+            self.drop_entry(&index, key);
         }
     }
 
@@ -104,31 +106,22 @@ impl Sessions {
     /// within [`UNWRITTEN_GRACE_MS`], in one index or, when `index` is `None`, in all of them.
     fn prune_index(&mut self, index: Option<&str>, now: u64) {
         let map = &self.map;
-        let dead = |(key, m): (&String, &Member)| {
-            (m.deadline_ms <= now
-                || (!map.contains_key(key) && m.added_ms.saturating_add(UNWRITTEN_GRACE_MS) <= now))
-                .then(|| key.clone())
+        let dead = |key: &String, m: &Member| {
+            m.deadline_ms <= now
+                || (!map.contains_key(key) && m.added_ms.saturating_add(UNWRITTEN_GRACE_MS) <= now)
         };
-        let doomed: Vec<(String, String)> = match index {
-            Some(i) => self
-                .users
-                .get(i)
-                .map(|members| {
-                    members
-                        .iter()
-                        .filter_map(dead)
-                        .map(|k| (i.to_string(), k))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            None => self
-                .users
-                .iter()
-                .flat_map(|(i, members)| {
-                    members.iter().filter_map(dead).map(move |k| (i.clone(), k))
-                })
-                .collect(),
+        let indexes: Box<dyn Iterator<Item = (&String, &HashMap<String, Member>)>> = match index {
+            Some(i) => Box::new(self.users.get_key_value(i).into_iter()),
+            None => Box::new(self.users.iter()),
         };
+        let doomed: Vec<(String, String)> = indexes
+            .flat_map(|(i, members)| {
+                members
+                    .iter()
+                    .filter(|(k, m)| dead(k, m))
+                    .map(move |(k, _)| (i.clone(), k.clone()))
+            })
+            .collect();
         for (index, key) in doomed {
             self.remove_member(&index, &key);
         }

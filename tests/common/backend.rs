@@ -39,6 +39,22 @@ impl Backend {
         }
     }
 
+    /// Requests the app has received so far.
+    pub fn hit_count(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Waits (5 s at most) until the app has received a request after `before` hits: the
+    /// moment a slow request is at the app, however slow the machine, so a test can end its
+    /// session or kill its store while it is in flight.
+    pub async fn wait_for_request_after(&self, before: usize) {
+        let arrived = super::poll::eventually(Duration::from_secs(5), || async {
+            self.hit_count() > before
+        })
+        .await;
+        assert!(arrived, "the request reached the app");
+    }
+
     /// Stops accepting and drops the listener (connections in the pool break later).
     pub async fn stop(&mut self) {
         if let Some(t) = self.task.take() {

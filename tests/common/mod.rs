@@ -44,7 +44,7 @@ pub use self::{
     redis::{Node, Redis},
     sentinel::{SentinelAuth, SentinelSet, MASTER_NAME},
     sidecar::{binary, store_keys_path, Settings, Sidecar, StoreKind},
-    store::{open_store, session_key},
+    store::{open_store, session_key, user_index_key},
     store_semantics::{check_store_semantics, run_index_suite, run_suite},
     tls::{redis_supports_tls, TlsFiles},
 };

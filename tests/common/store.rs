@@ -1,6 +1,6 @@
 //! The store as the tests see it from outside the sidecar: [`open_store`] opens any Redis
-//! store kind from the `store:` settings the sidecar would use, and [`session_key`] names the
-//! store key a session cookie maps to.
+//! store kind from the `store:` settings the sidecar would use, [`session_key`] names the
+//! store key a session cookie maps to and [`user_index_key`] the key of a user's index.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,16 @@ pub fn session_key(cookie: &str) -> String {
         .decode(id)
         .unwrap();
     format!("session:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// The store key (default prefix) of the user index of `user`, the user field's JSON text
+/// (e.g. `"\"alice\""`): hashed like session keys.
+pub fn user_index_key(user: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "session:user:{}",
+        hex::encode(sha2::Sha256::digest(user.as_bytes()))
+    )
 }
 
 /// A Redis store of any kind, built from the `store:` settings the sidecar would use.
