@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, SessionRecord, SessionStore, StoreError};
+use super::{now_ms, IndexEntry, SessionRecord, SessionStore, StoreError};
 use crate::session::Change;
 
 /// How often the sweeper drops expired sessions, and how many at most per round (the lock is
@@ -156,6 +156,18 @@ impl Sessions {
             }
         }
         dropped
+    }
+
+    /// Applies `change` to the live session `key` and slides its expiry; false when there is
+    /// none.
+    fn update(&mut self, key: &str, change: &Change, now: u64, ttl: Duration) -> bool {
+        let Some(entry) = self.live(key, now) else {
+            return false;
+        };
+        apply(entry, change);
+        entry.touched_ms = now;
+        self.set_expiry(key, expiry(now, ttl));
+        true
     }
 
     /// The live entry for `key`, dropping it when it has expired.
@@ -428,13 +440,35 @@ impl SessionStore for MemoryStore {
         now_ms: u64,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
+        Ok(self.lock().update(key, change, now_ms, ttl))
+    }
+
+    /// The update and the index entry under one lock: the entry is added only when missing,
+    /// with no index pruning on this per-write path (pruning happens when entries are added
+    /// by `index_add` and when sessions go).
+    async fn update_sliding_index(
+        &self,
+        key: &str,
+        change: &Change,
+        now_ms: u64,
+        ttl: Duration,
+        index: IndexEntry<'_>,
+    ) -> Result<bool, StoreError> {
         let mut sessions = self.lock();
-        let Some(entry) = sessions.live(key, now_ms) else {
+        if !sessions.update(key, change, now_ms, ttl) {
             return Ok(false);
-        };
-        apply(entry, change);
-        entry.touched_ms = now_ms;
-        sessions.set_expiry(key, expiry(now_ms, ttl));
+        }
+        let indexed = sessions
+            .users
+            .get(index.key)
+            .is_some_and(|members| members.contains_key(key));
+        if !indexed {
+            let member = Member {
+                deadline_ms: index.deadline_ms,
+                added_ms: now_ms,
+            };
+            sessions.add_member(index.key, key, member);
+        }
         Ok(true)
     }
 
